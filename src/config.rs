@@ -1,0 +1,608 @@
+//! The pipeline file: typed configuration, loaded and validated with every error reported at once.
+//!
+//! Read by `run`, `demo`, `process` and `check` before anything else starts. Each section is
+//! deserialised on its own (unknown keys refused), so one bad section does not hide errors in
+//! another; semantic checks then run over whatever parsed, and every problem names its key.
+
+use crate::event::Channel;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole pipeline file. Every section has defaults, so an empty file is a valid
+/// configuration for a local broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub models: ModelsConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub pipeline: StageConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+/// Where to read and write, and how to talk to the brokers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list; `--brokers` overrides it.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Consumer group: instances in one group share the input partitions.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Input topic per channel (`weibo`, `wechat`, `12345`, `110`).
+    #[serde(default = "default_input_topics")]
+    pub input_topics: BTreeMap<String, String>,
+    #[serde(default = "default_routed_topic")]
+    pub routed_topic: String,
+    #[serde(default = "default_triage_topic")]
+    pub triage_topic: String,
+    #[serde(default = "default_dlq_topic")]
+    pub dlq_topic: String,
+    /// How long the producer keeps retrying a message before failing it; 0 = for ever, so a
+    /// broker outage pauses the pipeline (in-flight records are bounded) instead of failing it.
+    #[serde(default)]
+    pub delivery_timeout_ms: u64,
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// Extra librdkafka properties for both clients (security settings, tuning).
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+/// Model and dictionary files. A missing entry means the copy embedded in the binary.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    pub category: Option<PathBuf>,
+    pub user_dict: Option<PathBuf>,
+    pub stopwords: Option<PathBuf>,
+}
+
+/// Who gets what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Below this category confidence an event goes to triage instead of a department.
+    #[serde(default = "default_triage_threshold")]
+    pub triage_threshold: f32,
+    /// The `department` value of triaged events.
+    #[serde(default = "default_triage_department")]
+    pub triage_department: String,
+    /// Every 110 event goes here, whatever its category.
+    #[serde(default = "default_police_department")]
+    pub police_department: String,
+    /// How many keywords each event carries.
+    #[serde(default = "default_max_keywords")]
+    pub max_keywords: usize,
+    /// First matching rule wins; list specific rules (with channel or district) first.
+    #[serde(default = "default_rules")]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One routing rule: a category, optionally narrowed to a channel or district.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub category: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub district: Option<String>,
+    pub department: String,
+}
+
+/// Queues and timing between the stages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Processing workers; records of one partition always go to the same worker (order kept).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Capacity of each bounded queue between stages; when full, the upstream stage waits.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Records consumed but not yet committed; at the limit the consumer stops polling.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// How long SIGTERM may take to drain and commit before the process exits anyway.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz`, `/readyz`; `--listen` overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Environment variable holding the HMAC key for author hashes. `run` refuses to start
+    /// without it, so hashes stay stable (and unlinkable to outsiders) across restarts.
+    #[serde(default = "default_author_key_env")]
+    pub author_key_env: String,
+}
+
+fn default_brokers() -> String {
+    "localhost:9092".into()
+}
+fn default_group_id() -> String {
+    "citypulse".into()
+}
+fn default_input_topics() -> BTreeMap<String, String> {
+    Channel::ALL
+        .iter()
+        .map(|c| (c.as_str().to_string(), format!("raw.{}", c.as_str())))
+        .collect()
+}
+fn default_routed_topic() -> String {
+    "citypulse.routed".into()
+}
+fn default_triage_topic() -> String {
+    "citypulse.triage".into()
+}
+fn default_dlq_topic() -> String {
+    "citypulse.dlq".into()
+}
+fn default_session_timeout_ms() -> u64 {
+    10_000
+}
+fn default_triage_threshold() -> f32 {
+    0.6
+}
+fn default_triage_department() -> String {
+    "人工分拨".into()
+}
+fn default_police_department() -> String {
+    "公安局指挥中心".into()
+}
+fn default_max_keywords() -> usize {
+    5
+}
+fn default_rules() -> Vec<RuleConfig> {
+    [
+        ("城乡建设", "住房和城乡建设局"),
+        ("环境保护", "生态环境局"),
+        ("交通运输", "交通运输局"),
+        ("教育文体", "教育局"),
+        ("劳动和社会保障", "人力资源和社会保障局"),
+        ("商贸旅游", "市场监督管理局"),
+        ("卫生计生", "卫生健康委员会"),
+    ]
+    .into_iter()
+    .map(|(category, department)| RuleConfig {
+        category: category.into(),
+        channel: None,
+        district: None,
+        department: department.into(),
+    })
+    .collect()
+}
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+fn default_queue_capacity() -> usize {
+    1024
+}
+fn default_max_in_flight() -> usize {
+    20_000
+}
+fn default_commit_interval_ms() -> u64 {
+    1000
+}
+fn default_shutdown_timeout_secs() -> u64 {
+    20
+}
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+fn default_author_key_env() -> String {
+    "CITYPULSE_AUTHOR_KEY".into()
+}
+
+macro_rules! impl_default_from_serde {
+    ($($ty:ty),*) => {$(
+        impl Default for $ty {
+            fn default() -> Self {
+                // An empty table takes every `#[serde(default)]`, so the defaults live in one place.
+                toml::from_str("").expect(concat!(stringify!($ty), " has a default for every field"))
+            }
+        }
+    )*};
+}
+impl_default_from_serde!(
+    KafkaConfig,
+    RoutingConfig,
+    StageConfig,
+    HttpConfig,
+    PrivacyConfig,
+    PipelineConfig
+);
+
+/// One problem in a pipeline file, with the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path, e.g. `routing.rules[2].department`; empty for file-level problems.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in one pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    pub file: String,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} has {} problem(s):", self.file, self.issues.len())?;
+        for issue in &self.issues {
+            writeln!(f, "  - {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl PipelineConfig {
+    /// Read, parse and validate a pipeline file, reporting every problem at once.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: file.clone(),
+            issues: vec![ConfigIssue {
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let mut config = Self::parse(&text).map_err(|issues| ConfigErrors {
+            file: file.clone(),
+            issues,
+        })?;
+        // Model paths are relative to the pipeline file, so a config works from any directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for model_path in [
+            &mut config.models.category,
+            &mut config.models.user_dict,
+            &mut config.models.stopwords,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if model_path.is_relative() {
+                *model_path = base.join(&*model_path);
+            }
+        }
+        let issues = config.validate_files();
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors { file, issues })
+        }
+    }
+
+    /// Parse and validate pipeline TOML (no file access).
+    pub fn parse(text: &str) -> Result<Self, Vec<ConfigIssue>> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            vec![ConfigIssue {
+                key: String::new(),
+                message: format!("not valid TOML: {}", e.message().trim()),
+            }]
+        })?;
+        let mut issues = Vec::new();
+        let known = ["kafka", "models", "routing", "pipeline", "http", "privacy"];
+        for key in table.keys() {
+            if !known.contains(&key.as_str()) {
+                issues.push(ConfigIssue {
+                    key: key.clone(),
+                    message: format!("unknown section (expected one of: {})", known.join(", ")),
+                });
+            }
+        }
+        let kafka = section::<KafkaConfig>(&table, "kafka", &mut issues);
+        let models = section::<ModelsConfig>(&table, "models", &mut issues);
+        let routing = section::<RoutingConfig>(&table, "routing", &mut issues);
+        let pipeline = section::<StageConfig>(&table, "pipeline", &mut issues);
+        let http = section::<HttpConfig>(&table, "http", &mut issues);
+        let privacy = section::<PrivacyConfig>(&table, "privacy", &mut issues);
+        let (Some(kafka), Some(models), Some(routing), Some(pipeline), Some(http), Some(privacy)) =
+            (kafka, models, routing, pipeline, http, privacy)
+        else {
+            return Err(issues);
+        };
+        let config = PipelineConfig {
+            kafka,
+            models,
+            routing,
+            pipeline,
+            http,
+            privacy,
+        };
+        issues.extend(config.validate());
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// Semantic checks that need no file access.
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            issues.push(ConfigIssue {
+                key: key.to_string(),
+                message,
+            })
+        };
+        let kafka = &self.kafka;
+        if kafka.brokers.trim().is_empty() {
+            problem("kafka.brokers", "must name at least one broker".into());
+        }
+        if kafka.group_id.trim().is_empty() {
+            problem("kafka.group_id", "must not be empty".into());
+        }
+        let mut topics_seen = HashSet::new();
+        for (name, topic) in &kafka.input_topics {
+            let key = format!("kafka.input_topics.{name}");
+            if name.parse::<Channel>().is_err() {
+                problem(
+                    &key,
+                    "unknown channel (expected weibo, wechat, 12345 or 110)".into(),
+                );
+            }
+            check_topic_name(&key, topic, &mut topics_seen, &mut problem);
+        }
+        if kafka.input_topics.is_empty() {
+            problem(
+                "kafka.input_topics",
+                "must name at least one channel".into(),
+            );
+        }
+        for (key, topic) in [
+            ("kafka.routed_topic", &kafka.routed_topic),
+            ("kafka.triage_topic", &kafka.triage_topic),
+            ("kafka.dlq_topic", &kafka.dlq_topic),
+        ] {
+            check_topic_name(key, topic, &mut topics_seen, &mut problem);
+        }
+
+        let routing = &self.routing;
+        if !(0.0..=1.0).contains(&routing.triage_threshold) {
+            problem(
+                "routing.triage_threshold",
+                format!("must be within [0, 1], got {}", routing.triage_threshold),
+            );
+        }
+        for (key, value) in [
+            ("routing.triage_department", &routing.triage_department),
+            ("routing.police_department", &routing.police_department),
+        ] {
+            if value.trim().is_empty() {
+                problem(key, "must not be empty".into());
+            }
+        }
+        if routing.max_keywords > 50 {
+            problem(
+                "routing.max_keywords",
+                format!("at most 50, got {}", routing.max_keywords),
+            );
+        }
+        for (i, rule) in routing.rules.iter().enumerate() {
+            let key = format!("routing.rules[{i}]");
+            if rule.category.trim().is_empty() {
+                problem(&format!("{key}.category"), "must not be empty".into());
+            }
+            if rule.department.trim().is_empty() {
+                problem(&format!("{key}.department"), "must not be empty".into());
+            }
+            if let Some(channel) = &rule.channel {
+                if channel.parse::<Channel>().is_err() {
+                    problem(
+                        &format!("{key}.channel"),
+                        format!("unknown channel '{channel}'"),
+                    );
+                }
+            }
+        }
+
+        let stages = &self.pipeline;
+        for (key, value) in [
+            ("pipeline.workers", stages.workers),
+            ("pipeline.queue_capacity", stages.queue_capacity),
+            ("pipeline.max_in_flight", stages.max_in_flight),
+        ] {
+            if value == 0 {
+                problem(key, "must be at least 1".into());
+            }
+        }
+        if stages.workers > 64 {
+            problem(
+                "pipeline.workers",
+                format!("at most 64, got {}", stages.workers),
+            );
+        }
+        if stages.commit_interval_ms == 0 {
+            problem("pipeline.commit_interval_ms", "must be at least 1".into());
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            problem(
+                "http.listen",
+                format!(
+                    "'{}' is not an address like 127.0.0.1:9464",
+                    self.http.listen
+                ),
+            );
+        }
+        if self.privacy.author_key_env.trim().is_empty() {
+            problem("privacy.author_key_env", "must not be empty".into());
+        }
+        issues
+    }
+
+    /// Checks that need the file system: configured model files must exist.
+    fn validate_files(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        for (key, path) in [
+            ("models.category", &self.models.category),
+            ("models.user_dict", &self.models.user_dict),
+            ("models.stopwords", &self.models.stopwords),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    issues.push(ConfigIssue {
+                        key: key.into(),
+                        message: format!("no such file: {}", path.display()),
+                    });
+                }
+            }
+        }
+        issues
+    }
+
+    /// The input topic of each configured channel.
+    pub fn input_topics(&self) -> Vec<(Channel, String)> {
+        self.kafka
+            .input_topics
+            .iter()
+            .filter_map(|(name, topic)| Some((name.parse().ok()?, topic.clone())))
+            .collect()
+    }
+}
+
+fn check_topic_name(
+    key: &str,
+    topic: &str,
+    seen: &mut HashSet<String>,
+    problem: &mut impl FnMut(&str, String),
+) {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) {
+        problem(
+            key,
+            format!("'{topic}' is not a legal Kafka topic name (1–249 of [a-zA-Z0-9._-])"),
+        );
+    } else if !seen.insert(topic.to_string()) {
+        problem(key, format!("topic '{topic}' is used twice"));
+    }
+}
+
+/// Deserialise one top-level section, turning its error into an issue that names the key.
+fn section<T: serde::de::DeserializeOwned + Default>(
+    table: &toml::Table,
+    name: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<T> {
+    let Some(value) = table.get(name) else {
+        return Some(T::default());
+    };
+    match value.clone().try_into::<T>() {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            issues.push(ConfigIssue {
+                key: name.to_string(),
+                message: e.message().trim().to_string(),
+            });
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_configuration() {
+        let config = PipelineConfig::parse("").unwrap();
+        assert_eq!(config.kafka.input_topics.len(), 4);
+        assert_eq!(config.kafka.input_topics["110"], "raw.110");
+        assert_eq!(config.routing.rules.len(), 7);
+        assert_eq!(config.routing.police_department, "公安局指挥中心");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key() {
+        let text = r#"
+            [kafka]
+            brokers = ""
+            input_topics = { weibo = "raw.weibo", sms = "raw sms" }
+            routed_topic = "raw.weibo"
+            [routing]
+            triage_threshold = 1.5
+            rules = [ { category = "环境保护", department = "", channel = "fax" } ]
+            [pipeline]
+            workers = 0
+            [http]
+            listen = "nowhere"
+        "#;
+        let issues = PipelineConfig::parse(text).unwrap_err();
+        let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
+        for expected in [
+            "kafka.brokers",
+            "kafka.input_topics.sms",
+            "kafka.routed_topic",
+            "routing.triage_threshold",
+            "routing.rules[0].department",
+            "routing.rules[0].channel",
+            "pipeline.workers",
+            "http.listen",
+        ] {
+            assert!(keys.contains(&expected), "{expected} missing in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn type_errors_in_two_sections_are_both_reported() {
+        let text = "[kafka]\nbrokers = 5\n[pipeline]\nworkres = 2\n[extra]\n";
+        let issues = PipelineConfig::parse(text).unwrap_err();
+        let rendered: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        assert!(
+            rendered.iter().any(|m| m.starts_with("kafka:")),
+            "{rendered:?}"
+        );
+        assert!(
+            rendered
+                .iter()
+                .any(|m| m.starts_with("pipeline:") && m.contains("workres")),
+            "{rendered:?}"
+        );
+        assert!(
+            rendered.iter().any(|m| m.starts_with("extra:")),
+            "{rendered:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_one_issue() {
+        let issues = PipelineConfig::parse("[kafka\n").unwrap_err();
+        assert_eq!(issues.len(), 1);
+        assert!(issues[0].message.contains("TOML"));
+    }
+}

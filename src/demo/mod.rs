@@ -1,0 +1,5 @@
+//! The embedded demo.
+
+pub mod generator;
+pub mod runner;
+mod templates;

@@ -1,0 +1,157 @@
+//! Kafka clients: how citypulse's consumer and producer are configured, and the consumer's
+//! rebalance hooks.
+//!
+//! Sits at the edges of the flow: `pipeline.rs` reads input records through the consumer built
+//! here and writes outputs through the producer. Offsets are committed by hand, only after every
+//! output a record caused was acknowledged ([`offsets::OffsetTracker`]).
+
+pub mod offsets;
+
+use crate::config::KafkaConfig;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use offsets::{OffsetTracker, PartitionKey};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use std::sync::{Arc, Mutex};
+
+/// State the consumer's callbacks share with the pipeline.
+pub struct PipelineContext {
+    pub tracker: Arc<Mutex<OffsetTracker>>,
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+}
+
+impl ClientContext for PipelineContext {}
+
+impl ConsumerContext for PipelineContext {
+    /// Before partitions leave this instance, commit what is finished on them, so the next
+    /// owner re-reads only records whose outputs were not all acknowledged.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let keys: Vec<PartitionKey> = revoked
+            .elements()
+            .iter()
+            .map(|e| PartitionKey {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+            })
+            .collect();
+        let mut tracker = lock(&self.tracker);
+        let finished: Vec<(PartitionKey, i64)> = tracker
+            .committable()
+            .into_iter()
+            .filter(|(key, _)| keys.contains(key))
+            .collect();
+        if !finished.is_empty() {
+            match commit_offsets(consumer, &finished, CommitMode::Sync) {
+                Ok(()) => self.metrics.commits.inc(),
+                Err(error) => {
+                    self.metrics.commit_failures.inc();
+                    tracing::warn!(%error, "commit before revoke failed; the next owner re-reads more");
+                }
+            }
+        }
+        tracker.forget(&keys);
+        self.metrics.in_flight.set(tracker.in_flight() as i64);
+        self.metrics.partitions_assigned.set(0);
+        self.health.set_partitions_assigned(false);
+        tracing::info!(partitions = keys.len(), "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                let count = assigned.count();
+                self.metrics.partitions_assigned.set(count as i64);
+                self.health.set_partitions_assigned(count > 0);
+                tracing::info!(partitions = count, "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => tracing::error!(%error, "rebalance failed"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            self.metrics.commit_failures.inc();
+            tracing::warn!(%error, partitions = offsets.count(), "offset commit failed; retried at the next interval");
+            // Forget that these were committed so the next interval sends them again.
+            let mut tracker = lock(&self.tracker);
+            let keys: Vec<PartitionKey> = offsets
+                .elements()
+                .iter()
+                .map(|e| PartitionKey {
+                    topic: e.topic().to_string(),
+                    partition: e.partition(),
+                })
+                .collect();
+            tracker.commit_failed(&keys);
+        }
+    }
+}
+
+/// Lock the tracker. A poisoned lock means a thread panicked while holding it; the tracker's
+/// state is plain data updated in one step, so it is still consistent and we go on.
+pub fn lock(tracker: &Mutex<OffsetTracker>) -> std::sync::MutexGuard<'_, OffsetTracker> {
+    tracker
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Commit explicit offsets (the next offset to read, per partition).
+pub fn commit_offsets<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    offsets: &[(PartitionKey, i64)],
+    mode: CommitMode,
+) -> KafkaResult<()> {
+    let mut list = TopicPartitionList::with_capacity(offsets.len());
+    for (key, offset) in offsets {
+        list.add_partition_offset(&key.topic, key.partition, Offset::Offset(*offset))?;
+    }
+    consumer.commit(&list, mode)
+}
+
+fn base_client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.client {
+        config.set(key, value);
+    }
+    config
+}
+
+/// The input consumer: manual commits only, starting from the earliest offset of a new group so
+/// a first deployment processes what is already waiting.
+pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = base_client_config(kafka);
+    config
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+        .set("enable.partition.eof", "false");
+    config
+}
+
+/// The output producer: idempotent (broker-side retries never duplicate or reorder), acks from
+/// all replicas, and a bounded local queue so a slow broker pushes back on the workers.
+pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = base_client_config(kafka);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "100000")
+        .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string());
+    config
+}
+
+pub fn create_producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
+    producer_config(kafka).create()
+}

@@ -1,0 +1,360 @@
+//! The category model: which of the seven first-level categories (城乡建设, 环境保护 …) a
+//! citizen message belongs to, with a confidence.
+//!
+//! Sits after segmentation in the flow (`segment → classify → route`): it takes the content
+//! tokens produced by `text::segment` and returns a [`CategoryPrediction`]; routing sends
+//! low-confidence events to triage. The model is a multinomial logistic regression over TF-IDF
+//! features ([`features`]), fitted with linfa ([`train`]) and stored as JSON (format documented
+//! in `models/README.md`). Inference is a sparse dot product: no dense vector, no linfa.
+
+pub mod data;
+pub mod eval;
+pub mod features;
+pub mod train;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use data::{read_raw_sample, read_segmented_tsv, Labelled, RawLabelled, CATEGORIES};
+pub use eval::{evaluate, EvalReport};
+pub use features::{FeatureSettings, FEATURE_VERSION};
+pub use train::{train_category_model, TrainOptions, TrainReport};
+
+use features::{SparseVector, Vectorizer};
+
+/// Identifies the file kind, so that loading some other JSON fails with a clear message.
+const FORMAT_NAME: &str = "citypulse-category-model";
+/// Bumped when the file layout changes (independently of [`FEATURE_VERSION`]).
+pub const FORMAT_VERSION: u32 = 1;
+/// A model file larger than this is refused: the shipped one is about 1 MB.
+const MAX_MODEL_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model {path}: {message}")]
+    Load { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Data {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("example {index}: label {label:?} is not a category of the model")]
+    UnknownLabel { index: usize, label: String },
+    #[error("training failed: {0}")]
+    Train(String),
+    #[error("cannot write model {path}: {message}")]
+    Save { path: String, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryPrediction {
+    pub category: String,
+    pub confidence: f32,
+}
+
+/// How the model was made: written into the file for provenance, not used for prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingInfo {
+    /// File name (not path) of the training data.
+    pub data_file: String,
+    /// SHA-256 of the training data file, hex.
+    pub data_sha256: String,
+    pub rows: usize,
+    pub seed: u64,
+    pub folds: usize,
+    /// L2 regularisation strength given to linfa-logistic.
+    pub alpha: f32,
+    pub max_iterations: u64,
+    /// RFC 3339, UTC.
+    pub trained_at: String,
+    /// Cross-validation figures; absent when trained without cross-validation.
+    pub cv: Option<CvSummary>,
+}
+
+/// Mean cross-validation figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CvSummary {
+    pub accuracy: f32,
+    pub macro_f1: f32,
+    pub per_class_f1: BTreeMap<String, f32>,
+}
+
+/// One vocabulary entry as stored: `[term, idf, [weight per category]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TermEntry(pub String, pub f32, pub Vec<f32>);
+
+/// The model file, exactly as serialised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelFile {
+    pub format: String,
+    pub format_version: u32,
+    pub features: FeatureSettings,
+    pub training: TrainingInfo,
+    pub categories: Vec<String>,
+    pub intercepts: Vec<f32>,
+    pub vocabulary: Vec<TermEntry>,
+}
+
+pub struct CategoryModel {
+    categories: Vec<String>,
+    intercepts: Vec<f32>,
+    vectorizer: Vectorizer,
+    /// Term-major weights: `weights[column * k + class]`, so one feature's weights are adjacent.
+    weights: Vec<f32>,
+    training: TrainingInfo,
+}
+
+impl CategoryModel {
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let err = |message: String| ModelError::Load {
+            path: path.display().to_string(),
+            message,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        if meta.len() > MAX_MODEL_BYTES {
+            return Err(err(format!(
+                "file is {} bytes, more than the {MAX_MODEL_BYTES} accepted",
+                meta.len()
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        Self::from_slice(&bytes, &path.display().to_string())
+    }
+
+    /// Parses a model from its file content; `source` names it in errors (a path, or "embedded
+    /// models/category.json" for the copy built into the binary).
+    pub fn from_slice(bytes: &[u8], source: &str) -> Result<Self, ModelError> {
+        let err = |message: String| ModelError::Load {
+            path: source.to_string(),
+            message,
+        };
+        let file: ModelFile = serde_json::from_slice(bytes)
+            .map_err(|e| err(format!("not a valid model file: {e}")))?;
+        Self::from_file(file).map_err(err)
+    }
+
+    /// Validates a parsed file; the error text names the offending part.
+    pub(crate) fn from_file(file: ModelFile) -> Result<Self, String> {
+        if file.format != FORMAT_NAME {
+            return Err(format!(
+                "format is {:?}, expected {FORMAT_NAME:?}",
+                file.format
+            ));
+        }
+        if file.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format_version is {}, this build reads {FORMAT_VERSION}",
+                file.format_version
+            ));
+        }
+        let current = FeatureSettings::current();
+        if file.features != current {
+            return Err(format!(
+                "feature settings differ from this build's (model vs code): {}; retrain the model",
+                file.features.differences(&current).join(", ")
+            ));
+        }
+        let k = file.categories.len();
+        if k < 2 {
+            return Err(format!("{k} categories, need at least 2"));
+        }
+        let mut sorted = file.categories.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != k {
+            return Err("categories are not distinct".into());
+        }
+        if file.intercepts.len() != k || file.intercepts.iter().any(|v| !v.is_finite()) {
+            return Err(format!("intercepts: expected {k} finite numbers"));
+        }
+        let mut terms = Vec::with_capacity(file.vocabulary.len());
+        let mut weights = Vec::with_capacity(file.vocabulary.len() * k);
+        for (i, TermEntry(term, idf, w)) in file.vocabulary.into_iter().enumerate() {
+            if w.len() != k || w.iter().any(|v| !v.is_finite()) {
+                return Err(format!(
+                    "vocabulary entry {i} ({term:?}): expected {k} finite weights"
+                ));
+            }
+            if !(idf.is_finite() && idf > 0.0) {
+                return Err(format!(
+                    "vocabulary entry {i} ({term:?}): idf {idf} not positive"
+                ));
+            }
+            weights.extend_from_slice(&w);
+            terms.push((term, idf));
+        }
+        let vectorizer = Vectorizer::new(file.features, &terms).map_err(|e| e.to_string())?;
+        Ok(CategoryModel {
+            categories: file.categories,
+            intercepts: file.intercepts,
+            vectorizer,
+            weights,
+            training: file.training,
+        })
+    }
+
+    /// Classify a text from its content tokens (as produced by `text::segment`).
+    pub fn predict(&self, tokens: &[String]) -> CategoryPrediction {
+        let (best, confidence) = self.predict_index(tokens);
+        CategoryPrediction {
+            category: self.categories[best].clone(),
+            confidence,
+        }
+    }
+
+    /// Probability of every category, in [`Self::categories`] order; sums to 1. With no known
+    /// term (or no tokens) this is the softmax of the intercepts: the training prior, low
+    /// confidence.
+    pub fn predict_scores(&self, tokens: &[String]) -> Vec<f32> {
+        let x = self.vectorizer.vectorize(tokens);
+        self.probabilities(&x)
+    }
+
+    /// Index of the best category and its probability.
+    pub(crate) fn predict_index(&self, tokens: &[String]) -> (usize, f32) {
+        let scores = self.predict_scores(tokens);
+        argmax(&scores)
+    }
+
+    fn probabilities(&self, x: &SparseVector) -> Vec<f32> {
+        let k = self.categories.len();
+        let mut z = self.intercepts.clone();
+        for (&column, &value) in x.indices.iter().zip(&x.values) {
+            let start = column as usize * k;
+            for (zc, w) in z.iter_mut().zip(&self.weights[start..start + k]) {
+                *zc += value * w;
+            }
+        }
+        softmax(&mut z);
+        z
+    }
+
+    /// The category names the model knows.
+    pub fn categories(&self) -> &[String] {
+        &self.categories
+    }
+
+    /// Provenance and cross-validation figures recorded at training time.
+    pub fn training_info(&self) -> &TrainingInfo {
+        &self.training
+    }
+
+    /// Number of vocabulary terms.
+    pub fn vocabulary_len(&self) -> usize {
+        self.vectorizer.len()
+    }
+}
+
+/// Index and value of the largest score; ties go to the first (stable across runs).
+fn argmax(scores: &[f32]) -> (usize, f32) {
+    scores
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, s)| {
+            if s > best.1 {
+                (i, s)
+            } else {
+                best
+            }
+        })
+}
+
+/// In-place softmax, shifted by the maximum so that large scores cannot overflow.
+fn softmax(z: &mut [f32]) {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in z.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in z.iter_mut() {
+        *v /= sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_file() -> ModelFile {
+        ModelFile {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            features: FeatureSettings::current(),
+            training: TrainingInfo {
+                data_file: "x.tsv".into(),
+                data_sha256: String::new(),
+                rows: 0,
+                seed: 0,
+                folds: 0,
+                alpha: 1.0,
+                max_iterations: 1,
+                trained_at: String::new(),
+                cv: None,
+            },
+            categories: vec!["环境保护".into(), "交通运输".into()],
+            intercepts: vec![0.1, -0.1],
+            vocabulary: vec![
+                TermEntry("w:噪音".into(), 2.0, vec![3.0, -3.0]),
+                TermEntry("w:公交".into(), 2.0, vec![-3.0, 3.0]),
+            ],
+        }
+    }
+
+    fn toks(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn predicts_by_sparse_dot_product() {
+        let m = CategoryModel::from_file(tiny_file()).expect("valid model");
+        assert_eq!(m.predict(&toks("噪音 扰民")).category, "环境保护");
+        assert_eq!(m.predict(&toks("公交 晚点")).category, "交通运输");
+        let scores = m.predict_scores(&toks("公交"));
+        assert!((scores.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn empty_tokens_give_the_prior() {
+        let m = CategoryModel::from_file(tiny_file()).expect("valid model");
+        let p = m.predict(&[]);
+        assert_eq!(p.category, "环境保护");
+        let expected = 1.0 / (1.0 + (-0.2f32).exp());
+        assert!((p.confidence - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn wrong_weight_count_is_refused() {
+        let mut f = tiny_file();
+        f.vocabulary[1].2.pop();
+        let err = CategoryModel::from_file(f).err().expect("must fail");
+        assert!(err.contains("vocabulary entry 1"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_weight_is_refused() {
+        let mut f = tiny_file();
+        f.intercepts[0] = f32::NAN;
+        assert!(CategoryModel::from_file(f).is_err());
+    }
+
+    #[test]
+    fn softmax_survives_huge_scores() {
+        let mut z = vec![1e30, 0.0];
+        softmax(&mut z);
+        assert_eq!(z, vec![1.0, 0.0]);
+    }
+}

@@ -1,0 +1,595 @@
+//! Wiring for `run`: a Kafka source and sinks around the stages, with bounded queues, offset
+//! tracking and a graceful shutdown.
+//!
+//! ```text
+//! consumer task ──(bounded, by partition)──> worker threads ──(bounded)──> ack task
+//!   recv, begin offset,                       stages::process,              await broker acks,
+//!   commit every interval                     produce outputs               complete offset
+//! ```
+//! At-least-once: an input offset is committed only once every output it caused (routed,
+//! triage or dead-letter message) was acknowledged by the broker. Records of one partition
+//! always go to the same worker, so per-partition order is kept on the outputs. When the
+//! in-flight limit is reached the consumer stops reading until acknowledgements catch up, so a
+//! slow or absent broker pauses the pipeline instead of growing memory.
+
+use crate::channels::MAX_RECORD_BYTES;
+use crate::config::PipelineConfig;
+use crate::event::{Channel, Event, Route, SourceRef};
+use crate::health::Health;
+use crate::kafka::offsets::{OffsetTracker, PartitionKey};
+use crate::kafka::{commit_offsets, consumer_config, create_producer, lock, PipelineContext};
+use crate::metrics::{Metrics, Stage};
+use crate::stages::{DeadLetter, Outcome, Stages};
+use chrono::{FixedOffset, Utc};
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// Why the pipeline stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot create Kafka client: {0}")]
+    Client(#[source] KafkaError),
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("the broker refused an output on {topic}: {source}; stopping without committing it")]
+    Delivery {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// One input record, copied out of the consumer's buffer so the consumer can move on.
+struct InputRecord {
+    partition: PartitionKey,
+    offset: i64,
+    channel: Option<Channel>,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+/// The outputs of one input record, waiting for the broker's acknowledgement.
+struct PendingAck {
+    partition: PartitionKey,
+    offset: i64,
+    deliveries: Vec<(String, Result<DeliveryFuture, KafkaError>)>,
+    /// Kept so a per-message refusal of an output can still dead-letter the original.
+    original: InputRecord,
+}
+
+/// Output topic names, resolved once.
+#[derive(Clone)]
+struct OutputTopics {
+    routed: String,
+    triage: String,
+    dlq: String,
+}
+
+/// Records whose outputs are not all acknowledged: how many and how many bytes.
+struct InFlight {
+    tracker: Arc<Mutex<OffsetTracker>>,
+    bytes: AtomicUsize,
+    /// Woken whenever records complete, so a consumer waiting at the limit resumes.
+    completed: Notify,
+}
+
+/// Largest total payload of in-flight records before the consumer waits.
+const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
+
+/// China Standard Time, the zone of every timestamp citypulse writes.
+pub fn china_standard_time() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
+}
+
+/// Run the pipeline until `shutdown` is cancelled (then drain and commit) or a fatal error.
+pub async fn run(
+    config: &PipelineConfig,
+    stages: Arc<Stages>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<(), PipelineError> {
+    let metrics = stages.metrics.clone();
+    let in_flight = Arc::new(InFlight {
+        tracker: Arc::new(Mutex::new(OffsetTracker::new())),
+        bytes: AtomicUsize::new(0),
+        completed: Notify::new(),
+    });
+    let consumer: Arc<StreamConsumer<PipelineContext>> = Arc::new(
+        consumer_config(&config.kafka)
+            .create_with_context(PipelineContext {
+                tracker: in_flight.tracker.clone(),
+                health: health.clone(),
+                metrics: metrics.clone(),
+            })
+            .map_err(PipelineError::Client)?,
+    );
+    let producer = create_producer(&config.kafka).map_err(PipelineError::Client)?;
+    let channel_of_topic: HashMap<String, Channel> = config
+        .input_topics()
+        .into_iter()
+        .map(|(channel, topic)| (topic, channel))
+        .collect();
+    let topics: Vec<String> = channel_of_topic.keys().cloned().collect();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .map_err(|source| PipelineError::Subscribe {
+            topics: topics.clone(),
+            source,
+        })?;
+    tracing::info!(?topics, group = %config.kafka.group_id, "subscribed");
+
+    let outputs = OutputTopics {
+        routed: config.kafka.routed_topic.clone(),
+        triage: config.kafka.triage_topic.clone(),
+        dlq: config.kafka.dlq_topic.clone(),
+    };
+    let settings = &config.pipeline;
+    // A fatal error anywhere stops the consumer the same way a signal does.
+    let stop = shutdown.child_token();
+    let (ack_tx, ack_rx) = mpsc::channel::<PendingAck>(settings.queue_capacity);
+    let mut worker_txs = Vec::with_capacity(settings.workers);
+    let mut workers = Vec::with_capacity(settings.workers);
+    for _ in 0..settings.workers {
+        let (tx, rx) = mpsc::channel::<InputRecord>(settings.queue_capacity);
+        worker_txs.push(tx);
+        let (stages, producer, outputs, ack_tx) = (
+            stages.clone(),
+            producer.clone(),
+            outputs.clone(),
+            ack_tx.clone(),
+        );
+        workers.push(tokio::task::spawn_blocking(move || {
+            worker_loop(rx, &stages, &producer, &outputs, &ack_tx)
+        }));
+    }
+    drop(ack_tx);
+    let acker = tokio::spawn(ack_loop(
+        ack_rx,
+        in_flight.clone(),
+        producer.clone(),
+        outputs.dlq.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+
+    consume_loop(
+        &consumer,
+        &channel_of_topic,
+        worker_txs,
+        &in_flight,
+        settings.max_in_flight,
+        Duration::from_millis(settings.commit_interval_ms),
+        &metrics,
+        &stop,
+    )
+    .await;
+    health.set_shutting_down();
+
+    // Drain: workers finish their queues, then the ack task awaits every delivery.
+    let drain = async {
+        for worker in workers {
+            if let Err(error) = worker.await {
+                tracing::error!(%error, "a worker thread failed");
+            }
+        }
+        acker.await
+    };
+    let grace = Duration::from_secs(settings.shutdown_timeout_secs);
+    let fatal = match tokio::time::timeout(grace, drain).await {
+        Ok(Ok(result)) => result.err(),
+        Ok(Err(join_error)) => {
+            tracing::error!(%join_error, "the ack task failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                secs = settings.shutdown_timeout_secs,
+                "drain timed out; committing what was acknowledged, the rest will be re-read"
+            );
+            None
+        }
+    };
+    final_commit(consumer, in_flight.tracker.clone(), &metrics).await;
+    match fatal {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn consume_loop(
+    consumer: &StreamConsumer<PipelineContext>,
+    channel_of_topic: &HashMap<String, Channel>,
+    worker_txs: Vec<mpsc::Sender<InputRecord>>,
+    in_flight: &InFlight,
+    max_in_flight: usize,
+    commit_interval: Duration,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) {
+    let mut commit_tick = tokio::time::interval(commit_interval);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let count = lock(&in_flight.tracker).in_flight();
+        metrics.in_flight.set(count as i64);
+        let full = count >= max_in_flight
+            || in_flight.bytes.load(Ordering::Relaxed) >= MAX_IN_FLIGHT_BYTES;
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = commit_tick.tick() => commit_finished(consumer, &in_flight.tracker, metrics),
+            // At the limit: wait for acknowledgements (or the tick) instead of reading more.
+            _ = in_flight.completed.notified(), if full => {}
+            message = consumer.recv(), if !full => {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::warn!(%error, "consumer error");
+                        continue;
+                    }
+                };
+                let partition = PartitionKey {
+                    topic: message.topic().to_string(),
+                    partition: message.partition(),
+                };
+                let record = InputRecord {
+                    channel: channel_of_topic.get(&partition.topic).copied(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    partition,
+                };
+                lock(&in_flight.tracker).begin(&record.partition, record.offset);
+                in_flight.bytes.fetch_add(record.payload.len(), Ordering::Relaxed);
+                let worker = worker_for(&record.partition, worker_txs.len());
+                if worker_txs[worker].send(record).await.is_err() {
+                    tracing::error!("a worker stopped early; stopping");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Records of one partition always go to the same worker, keeping their order.
+fn worker_for(partition: &PartitionKey, workers: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+    (hasher.hash_one(partition) % workers as u64) as usize
+}
+
+/// Commit every partition whose commit point moved. Asynchronous: a failure is reported to the
+/// context's commit callback, which offers the offsets again next time.
+fn commit_finished(
+    consumer: &StreamConsumer<PipelineContext>,
+    tracker: &Mutex<OffsetTracker>,
+    metrics: &Metrics,
+) {
+    let mut tracker = lock(tracker);
+    let offsets = tracker.committable();
+    if offsets.is_empty() {
+        return;
+    }
+    match commit_offsets(consumer, &offsets, CommitMode::Async) {
+        Ok(()) => {
+            tracker.mark_committed(&offsets);
+            metrics.commits.inc();
+        }
+        Err(error) => {
+            metrics.commit_failures.inc();
+            tracing::warn!(%error, "offset commit failed; retried at the next interval");
+        }
+    }
+}
+
+async fn final_commit(
+    consumer: Arc<StreamConsumer<PipelineContext>>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    metrics: &Metrics,
+) {
+    let metrics = metrics.clone();
+    let closing = tokio::task::spawn_blocking(move || {
+        let offsets = lock(&tracker).committable();
+        if !offsets.is_empty() {
+            match commit_offsets(consumer.as_ref(), &offsets, CommitMode::Sync) {
+                Ok(()) => {
+                    metrics.commits.inc();
+                    tracing::info!(partitions = offsets.len(), "final offsets committed");
+                }
+                Err(error) => {
+                    metrics.commit_failures.inc();
+                    tracing::warn!(%error, "final commit failed; uncommitted records will be re-read");
+                }
+            }
+        }
+        consumer.unsubscribe();
+        // Dropping the consumer leaves the group; librdkafka can hang here if the broker is
+        // gone, hence the timeout around this whole task.
+        drop(consumer);
+    });
+    if tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing the consumer timed out");
+    }
+}
+
+/// A worker: run the stages on each record of its queue and hand the outputs to the producer.
+fn worker_loop(
+    mut queue: mpsc::Receiver<InputRecord>,
+    stages: &Stages,
+    producer: &FutureProducer,
+    outputs: &OutputTopics,
+    acks: &mpsc::Sender<PendingAck>,
+) {
+    let cst = china_standard_time();
+    while let Some(record) = queue.blocking_recv() {
+        let source = SourceRef {
+            topic: record.partition.topic.clone(),
+            partition: record.partition.partition,
+            offset: record.offset,
+        };
+        let outcome = match record.channel {
+            Some(channel) => stages.process(
+                channel,
+                &record.payload,
+                Some(source),
+                Utc::now().with_timezone(&cst),
+            ),
+            None => Outcome::DeadLetter(DeadLetter {
+                reason: "unknown_topic",
+                message: format!(
+                    "topic {} is not mapped to a channel",
+                    record.partition.topic
+                ),
+            }),
+        };
+        let started = Instant::now();
+        let deliveries = match outcome {
+            Outcome::Event(event) => match event_message(&event, outputs) {
+                Ok((topic, key, payload)) => {
+                    let delivery = enqueue(
+                        producer,
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                    );
+                    vec![(topic, delivery)]
+                }
+                Err(error) => vec![dead_letter(
+                    producer,
+                    &outputs.dlq,
+                    &record,
+                    &DeadLetter {
+                        reason: "internal_error",
+                        message: format!("cannot serialise event: {error}"),
+                    },
+                )],
+            },
+            Outcome::DeadLetter(dead) => vec![dead_letter(producer, &outputs.dlq, &record, &dead)],
+            Outcome::Skipped { reason } => {
+                tracing::debug!(offset = record.offset, topic = %record.partition.topic, %reason, "skipped");
+                Vec::new()
+            }
+        };
+        stages
+            .metrics
+            .observe_stage(Stage::Produce, started.elapsed().as_secs_f64());
+        let pending = PendingAck {
+            partition: record.partition.clone(),
+            offset: record.offset,
+            deliveries,
+            original: record,
+        };
+        if acks.blocking_send(pending).is_err() {
+            // The ack task stopped on a fatal error; nothing more will be committed.
+            return;
+        }
+    }
+}
+
+fn event_message(
+    event: &Event,
+    outputs: &OutputTopics,
+) -> Result<(String, String, Vec<u8>), serde_json::Error> {
+    let payload = serde_json::to_vec(event)?;
+    Ok(match event.route {
+        Route::Routed => (outputs.routed.clone(), event.department.clone(), payload),
+        Route::Triage => (outputs.triage.clone(), event.id.clone(), payload),
+    })
+}
+
+/// Send the original bytes to the dead-letter topic, with headers naming the error and where
+/// the record came from.
+fn dead_letter(
+    producer: &FutureProducer,
+    dlq_topic: &str,
+    record: &InputRecord,
+    dead: &DeadLetter,
+) -> (String, Result<DeliveryFuture, KafkaError>) {
+    let partition = record.partition.partition.to_string();
+    let offset = record.offset.to_string();
+    let channel = record.channel.map_or("unknown", Channel::as_str);
+    let mut headers = OwnedHeaders::new_with_capacity(7)
+        .insert(header("citypulse.error", &dead.message))
+        .insert(header("citypulse.reason", dead.reason))
+        .insert(header("citypulse.channel", channel))
+        .insert(header("citypulse.source.topic", &record.partition.topic))
+        .insert(header("citypulse.source.partition", &partition))
+        .insert(header("citypulse.source.offset", &offset));
+    // A record rejected for its size would be refused by the broker again: keep its start and
+    // say how long it was, so the dead-letter message always fits.
+    let payload = if record.payload.len() > MAX_RECORD_BYTES {
+        headers = headers.insert(header(
+            "citypulse.truncated_from",
+            &record.payload.len().to_string(),
+        ));
+        &record.payload[..MAX_RECORD_BYTES]
+    } else {
+        &record.payload[..]
+    };
+    let mut message = FutureRecord::to(dlq_topic)
+        .payload(payload)
+        .headers(headers);
+    if let Some(key) = &record.key {
+        message = message.key(key);
+    }
+    (dlq_topic.to_string(), enqueue(producer, message))
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
+
+/// Hand a message to the producer, waiting while its local queue is full: the queue is bounded,
+/// so a slow broker slows the workers down instead of growing memory. A message the producer
+/// refuses outright (too large …) comes back as an error for the ack task to settle.
+fn enqueue<K, P>(
+    producer: &FutureProducer,
+    mut message: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture, KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(message) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                message = returned;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+/// Errors that concern one message, not the broker or the topic: re-sending will not help, so
+/// the record is dead-lettered instead of stopping the pipeline (no crash loop on one record).
+fn refused_for_this_message(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
+}
+
+/// Await the acknowledgements of every record's outputs, completing offsets as they arrive.
+/// Returns the first fatal error, after draining what can still be acknowledged.
+async fn ack_loop(
+    mut queue: mpsc::Receiver<PendingAck>,
+    in_flight: Arc<InFlight>,
+    producer: FutureProducer,
+    dlq_topic: String,
+    metrics: Metrics,
+    stop: CancellationToken,
+) -> Result<(), PipelineError> {
+    let mut pending = FuturesUnordered::new();
+    let mut fatal = None;
+    loop {
+        tokio::select! {
+            Some(ack) = queue.recv() => {
+                pending.push(settle(ack, producer.clone(), dlq_topic.clone(), metrics.clone()));
+            }
+            Some(settled) = pending.next(), if !pending.is_empty() => match settled {
+                Ok((partition, offset, bytes)) => {
+                    let mut tracker = lock(&in_flight.tracker);
+                    tracker.complete(&partition, offset);
+                    metrics.in_flight.set(tracker.in_flight() as i64);
+                    drop(tracker);
+                    in_flight.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    in_flight.completed.notify_one();
+                }
+                Err(error) => {
+                    tracing::error!(%error, "fatal delivery error; stopping");
+                    stop.cancel();
+                    fatal.get_or_insert(error);
+                }
+            },
+            else => break,
+        }
+    }
+    fatal.map_or(Ok(()), Err)
+}
+
+/// Wait for one record's outputs. A per-message refusal dead-letters the original record.
+async fn settle(
+    ack: PendingAck,
+    producer: FutureProducer,
+    dlq_topic: String,
+    metrics: Metrics,
+) -> Result<(PartitionKey, i64, usize), PipelineError> {
+    let bytes = ack.original.payload.len();
+    for (topic, delivery) in ack.deliveries {
+        let error = match delivery {
+            Ok(future) => match future.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((error, _))) => error,
+                Err(_canceled) => KafkaError::Canceled,
+            },
+            Err(error) => error,
+        };
+        metrics
+            .delivery_failures
+            .with_label_values(&[output_role(&topic, &dlq_topic)])
+            .inc();
+        if topic == dlq_topic || !refused_for_this_message(&error) {
+            return Err(PipelineError::Delivery {
+                topic,
+                source: error,
+            });
+        }
+        tracing::warn!(%error, %topic, offset = ack.offset, "output refused; dead-lettering the record");
+        let dead = DeadLetter {
+            reason: "output_rejected",
+            message: format!("output to {topic} refused by Kafka: {error}"),
+        };
+        let (_, retry) = dead_letter(&producer, &dlq_topic, &ack.original, &dead);
+        let result = match retry {
+            Ok(future) => match future.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(error),
+                Err(_canceled) => Err(KafkaError::Canceled),
+            },
+            Err(error) => Err(error),
+        };
+        result.map_err(|source| PipelineError::Delivery {
+            topic: dlq_topic.clone(),
+            source,
+        })?;
+        let channel = ack.original.channel.map_or("unknown", Channel::as_str);
+        metrics
+            .dead_letters
+            .with_label_values(&[channel, dead.reason])
+            .inc();
+    }
+    Ok((ack.partition, ack.offset, bytes))
+}
+
+fn output_role(topic: &str, dlq_topic: &str) -> &'static str {
+    if topic == dlq_topic {
+        "dlq"
+    } else {
+        "event"
+    }
+}

@@ -1,0 +1,222 @@
+//! The one processing path: decode → mask → segment → classify → route, free of I/O.
+//!
+//! Shared by `run` (records from Kafka, in `pipeline.rs`) and `process` (lines from a file, in
+//! `process.rs`), so both give the same event for the same bytes. A record comes in as bytes
+//! with its channel; an [`Outcome`] comes out, which the caller turns into output messages.
+
+use crate::channels::{self, Decoded};
+use crate::event::{Channel, Event, Record, Route, SourceRef, SCHEMA_VERSION};
+use crate::metrics::{Metrics, Stage};
+use crate::model::CategoryModel;
+use crate::priority::priority;
+use crate::route::Router;
+use crate::text::mask::{AuthorHasher, PiiMasker};
+use crate::text::segment::Segmenter;
+use chrono::{DateTime, FixedOffset};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+/// What became of one input record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A citizen report, routed or triaged (see `event.route`).
+    Event(Box<Event>),
+    /// Not a citizen report (a WeChat event push …): counted, not published.
+    Skipped { reason: String },
+    /// Bad input: the original bytes go to the dead-letter topic with this reason.
+    DeadLetter(DeadLetter),
+}
+
+/// Why a record went to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Short code from a fixed set (`invalid_json`, `missing_field`, …, `internal_error`).
+    pub reason: &'static str,
+    /// Full message naming the problem.
+    pub message: String,
+}
+
+/// Everything the stages need, loaded once at start-up and shared read-only by all workers.
+pub struct Stages {
+    pub masker: PiiMasker,
+    pub hasher: AuthorHasher,
+    pub segmenter: Segmenter,
+    pub model: CategoryModel,
+    pub router: Router,
+    pub max_keywords: usize,
+    pub metrics: Metrics,
+}
+
+impl Stages {
+    /// Run one record through every stage.
+    ///
+    /// Never panics: a panic inside a stage (a bug that some input triggers) is caught and the
+    /// record dead-lettered as `internal_error`, so one poison record cannot crash-loop the
+    /// pipeline.
+    pub fn process(
+        &self,
+        channel: Channel,
+        bytes: &[u8],
+        source: Option<SourceRef>,
+        received_at: DateTime<FixedOffset>,
+    ) -> Outcome {
+        self.metrics
+            .events_in
+            .with_label_values(&[channel.as_str()])
+            .inc();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            self.process_unguarded(channel, bytes, source, received_at)
+        }))
+        .unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(%channel, %detail, "a stage panicked; record dead-lettered");
+            Outcome::DeadLetter(DeadLetter {
+                reason: "internal_error",
+                message: format!("internal error while processing: {detail}"),
+            })
+        });
+        self.count(channel, &outcome);
+        outcome
+    }
+
+    fn process_unguarded(
+        &self,
+        channel: Channel,
+        bytes: &[u8],
+        source: Option<SourceRef>,
+        received_at: DateTime<FixedOffset>,
+    ) -> Outcome {
+        let started = Instant::now();
+        let decoded = channels::decode(channel, bytes);
+        let mut lap = self.lap(Stage::Decode, started);
+        let record = match decoded {
+            Ok(Decoded::Report(record)) => record,
+            Ok(Decoded::Skipped { reason }) => return Outcome::Skipped { reason },
+            Err(error) => {
+                return Outcome::DeadLetter(DeadLetter {
+                    reason: error.reason_code(),
+                    message: error.to_string(),
+                })
+            }
+        };
+        let masked = self.mask(record);
+        lap = self.lap(Stage::Mask, lap);
+
+        // Title and text together: a 12345 title often names the problem more plainly.
+        let segmented = match &masked.title {
+            Some(title) => self
+                .segmenter
+                .segment(&format!("{title}。{}", masked.text), self.max_keywords),
+            None => self.segmenter.segment(&masked.text, self.max_keywords),
+        };
+        lap = self.lap(Stage::Segment, lap);
+
+        let prediction = self.model.predict(&segmented.tokens);
+        lap = self.lap(Stage::Classify, lap);
+
+        let decision = self.router.decide(
+            channel,
+            masked.district.as_deref(),
+            &prediction.category,
+            prediction.confidence,
+        );
+        let event = Event {
+            schema_version: SCHEMA_VERSION,
+            id: format!("{}:{}", channel.as_str(), masked.native_id),
+            channel,
+            received_at,
+            occurred_at: masked.occurred_at,
+            priority: priority(channel, masked.report_kind.as_deref(), &masked.text),
+            title: masked.title,
+            text: masked.text,
+            context: masked.context,
+            district: masked.district,
+            address: masked.address,
+            coordinates: masked.coordinates,
+            author_hash: masked.author_hash,
+            report_kind: masked.report_kind,
+            engagement: masked.engagement,
+            keywords: segmented.keywords,
+            category: prediction.category,
+            category_confidence: prediction.confidence,
+            department: decision.department,
+            route: decision.route,
+            source,
+        };
+        self.lap(Stage::Route, lap);
+        Outcome::Event(Box::new(event))
+    }
+
+    /// Mask every free-text field and replace the author identifier by its keyed hash.
+    fn mask(&self, record: Record) -> MaskedRecord {
+        let social = record.channel.is_social();
+        let mask_text = |text: &str| {
+            let masked = self.masker.mask(text);
+            if social {
+                self.masker.mask_mentions(&masked)
+            } else {
+                masked
+            }
+        };
+        MaskedRecord {
+            author_hash: record
+                .author
+                .as_deref()
+                .map(|author| self.hasher.hash(record.channel, author)),
+            title: record.title.as_deref().map(mask_text),
+            text: mask_text(&record.text),
+            context: record.context.as_deref().map(mask_text),
+            address: record.address.as_deref().map(mask_text),
+            native_id: record.native_id,
+            occurred_at: record.occurred_at,
+            district: record.district,
+            coordinates: record.coordinates,
+            report_kind: record.report_kind,
+            engagement: record.engagement,
+        }
+    }
+
+    fn lap(&self, stage: Stage, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.metrics
+            .observe_stage(stage, now.duration_since(since).as_secs_f64());
+        now
+    }
+
+    fn count(&self, channel: Channel, outcome: &Outcome) {
+        let metrics = &self.metrics;
+        match outcome {
+            Outcome::Event(event) => match event.route {
+                Route::Routed => metrics
+                    .routed
+                    .with_label_values(&[event.department.as_str(), event.category.as_str()])
+                    .inc(),
+                Route::Triage => metrics.triaged.with_label_values(&[channel.as_str()]).inc(),
+            },
+            Outcome::Skipped { .. } => metrics.skipped.with_label_values(&[channel.as_str()]).inc(),
+            Outcome::DeadLetter(dead) => metrics
+                .dead_letters
+                .with_label_values(&[channel.as_str(), dead.reason])
+                .inc(),
+        }
+    }
+}
+
+/// A record after masking: the raw author is gone, replaced by its hash.
+struct MaskedRecord {
+    native_id: String,
+    occurred_at: DateTime<FixedOffset>,
+    title: Option<String>,
+    text: String,
+    context: Option<String>,
+    district: Option<String>,
+    address: Option<String>,
+    coordinates: Option<crate::event::Coordinates>,
+    author_hash: Option<String>,
+    report_kind: Option<String>,
+    engagement: Option<crate::event::Engagement>,
+}

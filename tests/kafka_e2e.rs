@@ -1,0 +1,228 @@
+//! End to end over the Kafka protocol on an embedded broker: a known mix of good and bad records
+//! in, exact outputs out; and a stop/restart in the same group that loses nothing.
+
+mod common;
+
+use citypulse::pipeline;
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const TEXTS: &[&str] = &[
+    "小区门口的马路挖开一个多月没人管，晚上没有路灯，老人经过容易摔倒，请尽快修复路面。",
+    "附近化工厂每天晚上排放刺鼻气味，窗户都不敢开，怀疑偷排废气，请环保部门来检测。",
+    "公交车早高峰经常不按时到站，等了四十分钟才来一辆，希望增加班次。",
+    "孩子学校乱收补课费，每学期要交两千元，家长意见很大。",
+    "公司拖欠我们三个月工资，老板联系不上，电话13812345678，请劳动部门帮忙。",
+    "社区诊所医生态度恶劣，打疫苗排队三小时，希望卫生部门整顿。",
+];
+
+fn good_and_bad_inputs(
+    config: &citypulse::config::PipelineConfig,
+) -> (Vec<(String, Vec<u8>)>, BTreeSet<String>, usize) {
+    let topic = |channel: &str| config.kafka.input_topics[channel].clone();
+    let mut inputs = Vec::new();
+    let mut good_ids = BTreeSet::new();
+    for (i, text) in TEXTS.iter().enumerate() {
+        inputs.push((
+            topic("12345"),
+            hotline_order(&format!("GD2026{i:04}"), text),
+        ));
+        good_ids.insert(format!("12345:GD2026{i:04}"));
+        inputs.push((topic("110"), police_call(&format!("J4301{i:04}"), text)));
+        good_ids.insert(format!("110:J4301{i:04}"));
+        inputs.push((topic("weibo"), weibo_post(4900000000 + i as u64, text)));
+        good_ids.insert(format!("weibo:{}", 4900000000 + i as u64));
+        inputs.push((topic("wechat"), wechat_text(7000 + i as u64, text)));
+        good_ids.insert(format!("wechat:{}", 7000 + i as u64));
+    }
+    // Not a citizen report: skipped, not published.
+    inputs.push((topic("wechat"), wechat_subscribe()));
+    let bad = vec![
+        (
+            topic("12345"),
+            b"{\"\xe5\xb7\xa5\xe5\x8d\x95\xe7\xbc\x96\xe5\x8f\xb7\": \"GD1\", ".to_vec(),
+        ),
+        (
+            topic("110"),
+            br#"{"jjdbh":"J1","bjsj":"2026-11-25 22:40:10"}"#.to_vec(),
+        ),
+        (
+            topic("weibo"),
+            br#"{"id":1,"created_at":12,"text":"hi"}"#.to_vec(),
+        ),
+        (topic("wechat"), b"<xml><MsgType>text</MsgType>".to_vec()),
+        (topic("110"), vec![0xff, 0xfe, 0x00]),
+    ];
+    let bad_count = bad.len();
+    inputs.extend(bad);
+    (inputs, good_ids, bad_count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_mix_comes_out_exactly_once_with_reasons_for_the_bad() {
+    let (cluster, config) = cluster_with_topics(2);
+    let (inputs, good_ids, bad_count) = good_and_bad_inputs(&config);
+    produce(&config.kafka.brokers, &inputs).await;
+
+    let shutdown = CancellationToken::new();
+    let health = health();
+    let task = {
+        let (config, stages, health, stop) = (
+            config.clone(),
+            stages(&config),
+            health.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move { pipeline::run(&config, stages, health, stop).await })
+    };
+    let outputs = read_outputs(&config, good_ids.len() + bad_count, Duration::from_secs(60)).await;
+    assert!(health.not_ready_reasons().is_none(), "ready while running");
+    shutdown.cancel();
+    task.await.unwrap().expect("pipeline stops cleanly");
+
+    let mut seen_ids = BTreeMap::new();
+    let mut dead = Vec::new();
+    for message in &outputs {
+        if message.topic == config.kafka.dlq_topic {
+            dead.push(message.clone());
+            continue;
+        }
+        let event = message.json();
+        let id = event["id"].as_str().unwrap().to_string();
+        *seen_ids.entry(id.clone()).or_insert(0) += 1;
+        let route = event["route"].as_str().unwrap();
+        if message.topic == config.kafka.routed_topic {
+            assert_eq!(route, "routed");
+            assert_eq!(
+                message.key.as_deref(),
+                event["department"].as_str(),
+                "routed key is the department"
+            );
+        } else {
+            assert_eq!(message.topic, config.kafka.triage_topic);
+            assert_eq!(route, "triage");
+        }
+        if id.starts_with("110:") {
+            assert_eq!(event["department"], "公安局指挥中心");
+            assert_eq!(route, "routed");
+        }
+        let text = String::from_utf8_lossy(&message.payload);
+        for raw in [
+            "13812345678",
+            "13912345678",
+            "13787654321",
+            "5566778899",
+            "oUser700",
+        ] {
+            assert!(!text.contains(raw), "raw identifier {raw} leaked in {text}");
+        }
+        assert_eq!(event["schema_version"], 1);
+        assert!(event["source"]["topic"]
+            .as_str()
+            .unwrap()
+            .starts_with("raw."));
+    }
+    assert_eq!(
+        seen_ids.keys().cloned().collect::<BTreeSet<_>>(),
+        good_ids,
+        "every good record routed or triaged"
+    );
+    assert!(
+        seen_ids.values().all(|&n| n == 1),
+        "each exactly once: {seen_ids:?}"
+    );
+    assert_eq!(dead.len(), bad_count, "every bad record dead-lettered once");
+    let mut reasons: Vec<&str> = dead
+        .iter()
+        .map(|m| m.headers["citypulse.reason"].as_str())
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![
+            "invalid_json",
+            "invalid_utf8",
+            "invalid_xml",
+            "missing_field",
+            "wrong_type"
+        ]
+    );
+    for message in &dead {
+        assert!(!message.headers["citypulse.error"].is_empty());
+        assert!(message.headers["citypulse.source.topic"].starts_with("raw."));
+        assert!(message.headers["citypulse.source.offset"]
+            .parse::<i64>()
+            .is_ok());
+        assert!(
+            inputs.iter().any(|(_, bytes)| bytes == &message.payload),
+            "DLQ carries the original bytes"
+        );
+    }
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_and_restarting_in_the_same_group_loses_nothing() {
+    let (cluster, config) = cluster_with_topics(3);
+    let topic = config.kafka.input_topics["12345"].clone();
+    let first: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            (
+                topic.clone(),
+                hotline_order(&format!("A{i:05}"), TEXTS[i % TEXTS.len()]),
+            )
+        })
+        .collect();
+    produce(&config.kafka.brokers, &first).await;
+
+    let start = |config: citypulse::config::PipelineConfig| {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let stages = stages(&config);
+        let task =
+            tokio::spawn(async move { pipeline::run(&config, stages, health(), stop).await });
+        (shutdown, task)
+    };
+    let (shutdown, task) = start(config.clone());
+    // Stop mid-stream: as soon as some outputs exist.
+    let early = read_outputs(&config, 50, Duration::from_secs(60)).await;
+    assert!(
+        early.len() >= 50,
+        "pipeline produced output before the stop"
+    );
+    shutdown.cancel();
+    task.await.unwrap().expect("first run stops cleanly");
+
+    let second: Vec<(String, Vec<u8>)> = (300..500)
+        .map(|i| {
+            (
+                topic.clone(),
+                hotline_order(&format!("A{i:05}"), TEXTS[i % TEXTS.len()]),
+            )
+        })
+        .collect();
+    produce(&config.kafka.brokers, &second).await;
+    let (shutdown, task) = start(config.clone());
+    let outputs = read_outputs(&config, 500, Duration::from_secs(90)).await;
+    shutdown.cancel();
+    task.await.unwrap().expect("second run stops cleanly");
+
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for message in &outputs {
+        let id = message.json()["id"].as_str().unwrap().to_string();
+        *counts.entry(id).or_default() += 1;
+    }
+    let missing: Vec<String> = (0..500)
+        .map(|i| format!("12345:A{i:05}"))
+        .filter(|id| !counts.contains_key(id))
+        .collect();
+    assert!(missing.is_empty(), "lost across the restart: {missing:?}");
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    assert_eq!(
+        duplicates, 0,
+        "a graceful stop commits everything it finished"
+    );
+    drop(cluster);
+}
