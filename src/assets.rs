@@ -13,8 +13,7 @@ use crate::text::mask::{AuthorHasher, PiiMasker};
 use crate::text::segment::{SegmentError, Segmenter};
 use std::path::Path;
 
-// TEMPORARY until the model file lands: an empty placeholder.
-pub const CATEGORY_MODEL: &[u8] = &[];
+pub const CATEGORY_MODEL: &[u8] = include_bytes!("../models/category.json");
 pub const USER_DICT: &[u8] = include_bytes!("../models/user_dict.txt");
 pub const STOPWORDS: &[u8] = include_bytes!("../models/stopwords.txt");
 
@@ -66,7 +65,7 @@ fn read_or_embedded(path: Option<&Path>, embedded: &[u8]) -> Result<Vec<u8>, Seg
 pub fn load_category_model(models: &ModelsConfig) -> Result<CategoryModel, ModelError> {
     match &models.category {
         Some(path) => CategoryModel::load(path),
-        None => CategoryModel::load(Path::new("models/category.json")),
+        None => CategoryModel::from_slice(CATEGORY_MODEL, "embedded models/category.json"),
     }
 }
 

@@ -50,7 +50,7 @@ fn good_and_bad_inputs(
         ),
         (
             topic("weibo"),
-            br#"{"id":1,"created_at":12,"text":"hi"}"#.to_vec(),
+            br#"{"id":1,"created_at":"Wed Nov 25 09:12:03 +0800 2026","text":["hi"]}"#.to_vec(),
         ),
         (topic("wechat"), b"<xml><MsgType>text</MsgType>".to_vec()),
         (topic("110"), vec![0xff, 0xfe, 0x00]),

@@ -251,7 +251,13 @@ pub(crate) fn distinct_terms(settings: &FeatureSettings, tokens: &[String]) -> V
     terms
 }
 
-/// A sparse feature vector: sorted distinct indices and their values (L2-normalised).
+thread_local! {
+    /// Scratch term counts, all zero between calls.
+    static COUNTS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A sparse feature vector: distinct indices in order of first occurrence and their values
+/// (L2-normalised).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SparseVector {
     pub indices: Vec<u32>,
@@ -318,32 +324,33 @@ impl Vectorizer {
     pub fn vectorize(&self, tokens: &[String]) -> SparseVector {
         let mut keys = Vec::new();
         term_keys(&self.settings, tokens, &mut keys);
-        let mut columns: Vec<u32> = keys
-            .iter()
-            .filter_map(|k| self.index.get(k).copied())
-            .collect();
-        columns.sort_unstable();
-        let mut out = SparseVector {
-            indices: Vec::with_capacity(columns.len()),
-            values: Vec::with_capacity(columns.len()),
-        };
-        let mut i = 0;
-        while i < columns.len() {
-            let column = columns[i];
-            let mut j = i + 1;
-            while j < columns.len() && columns[j] == column {
-                j += 1;
+        // Term frequencies are counted in a per-thread table as long as the vocabulary instead
+        // of sorting the hits: this is the hot path of classification.
+        let mut out = SparseVector::default();
+        COUNTS.with_borrow_mut(|counts| {
+            if counts.len() < self.idf.len() {
+                counts.resize(self.idf.len(), 0);
             }
-            let tf = (j - i) as f32;
-            let tf = if self.settings.sublinear_tf {
-                1.0 + tf.ln()
-            } else {
-                tf
-            };
-            out.indices.push(column);
-            out.values.push(tf * self.idf[column as usize]);
-            i = j;
-        }
+            for key in &keys {
+                if let Some(&column) = self.index.get(key) {
+                    let count = &mut counts[column as usize];
+                    if *count == 0 {
+                        out.indices.push(column);
+                    }
+                    *count = count.saturating_add(1);
+                }
+            }
+            out.values.reserve(out.indices.len());
+            for &column in &out.indices {
+                let tf = f32::from(std::mem::take(&mut counts[column as usize]));
+                let tf = if self.settings.sublinear_tf {
+                    1.0 + tf.ln()
+                } else {
+                    tf
+                };
+                out.values.push(tf * self.idf[column as usize]);
+            }
+        });
         let norm = out.values.iter().map(|v| v * v).sum::<f32>().sqrt();
         if norm > 0.0 && norm.is_finite() {
             for v in &mut out.values {
@@ -433,6 +440,14 @@ mod tests {
         let norm = (raw[0] * raw[0] + raw[1] * raw[1]).sqrt();
         assert!((x.values[0] - raw[0] / norm).abs() < 1e-6);
         assert!((x.values[1] - raw[1] / norm).abs() < 1e-6);
+    }
+
+    #[test]
+    fn counts_do_not_leak_between_calls() {
+        let v = Vectorizer::new(FeatureSettings::current(), &[("w:噪音".into(), 1.0)])
+            .expect("valid vocabulary");
+        let first = v.vectorize(&toks("噪音 噪音 噪音"));
+        assert_eq!(v.vectorize(&toks("噪音 噪音 噪音")), first);
     }
 
     #[test]
