@@ -4,6 +4,7 @@
 //! deserialised on its own (unknown keys refused), so one bad section does not hide errors in
 //! another; semantic checks then run over whatever parsed, and every problem names its key.
 
+use crate::detect::DetectConfig;
 use crate::event::Channel;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -28,6 +29,9 @@ pub struct PipelineConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    /// Early-warning thresholds and windows (see `detect::config`).
+    #[serde(default)]
+    pub detect: DetectConfig,
 }
 
 /// Where to read and write, and how to talk to the brokers.
@@ -49,6 +53,12 @@ pub struct KafkaConfig {
     pub triage_topic: String,
     #[serde(default = "default_dlq_topic")]
     pub dlq_topic: String,
+    /// Internal: every event, keyed by district, for detection (the repartition step).
+    #[serde(default = "default_events_topic")]
+    pub events_topic: String,
+    /// Alert lifecycle messages, key = alert id.
+    #[serde(default = "default_alerts_topic")]
+    pub alerts_topic: String,
     /// How long the producer keeps retrying a message before failing it; 0 = for ever, so a
     /// broker outage pauses the pipeline (in-flight records are bounded) instead of failing it.
     #[serde(default)]
@@ -120,6 +130,13 @@ pub struct StageConfig {
     /// How long SIGTERM may take to drain and commit before the process exits anyway.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// Run early-warning detection (the `citypulse.events` → `citypulse.alerts` task).
+    #[serde(default = "default_true")]
+    pub detection: bool,
+    /// On a new assignment, detection re-reads this much of the internal topic's past to rebuild
+    /// its windows and open incidents.
+    #[serde(default = "default_detect_rebuild_secs")]
+    pub detect_rebuild_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +176,18 @@ fn default_triage_topic() -> String {
 }
 fn default_dlq_topic() -> String {
     "citypulse.dlq".into()
+}
+fn default_events_topic() -> String {
+    "citypulse.events".into()
+}
+fn default_alerts_topic() -> String {
+    "citypulse.alerts".into()
+}
+fn default_detect_rebuild_secs() -> u64 {
+    7200
+}
+fn default_true() -> bool {
+    true
 }
 fn default_session_timeout_ms() -> u64 {
     10_000
@@ -316,7 +345,9 @@ impl PipelineConfig {
             }]
         })?;
         let mut issues = Vec::new();
-        let known = ["kafka", "models", "routing", "pipeline", "http", "privacy"];
+        let known = [
+            "kafka", "models", "routing", "pipeline", "http", "privacy", "detect",
+        ];
         for key in table.keys() {
             if !known.contains(&key.as_str()) {
                 issues.push(ConfigIssue {
@@ -331,8 +362,16 @@ impl PipelineConfig {
         let pipeline = section::<StageConfig>(&table, "pipeline", &mut issues);
         let http = section::<HttpConfig>(&table, "http", &mut issues);
         let privacy = section::<PrivacyConfig>(&table, "privacy", &mut issues);
-        let (Some(kafka), Some(models), Some(routing), Some(pipeline), Some(http), Some(privacy)) =
-            (kafka, models, routing, pipeline, http, privacy)
+        let detect = section::<DetectConfig>(&table, "detect", &mut issues);
+        let (
+            Some(kafka),
+            Some(models),
+            Some(routing),
+            Some(pipeline),
+            Some(http),
+            Some(privacy),
+            Some(detect),
+        ) = (kafka, models, routing, pipeline, http, privacy, detect)
         else {
             return Err(issues);
         };
@@ -343,6 +382,7 @@ impl PipelineConfig {
             pipeline,
             http,
             privacy,
+            detect,
         };
         issues.extend(config.validate());
         if issues.is_empty() {
@@ -389,6 +429,8 @@ impl PipelineConfig {
             ("kafka.routed_topic", &kafka.routed_topic),
             ("kafka.triage_topic", &kafka.triage_topic),
             ("kafka.dlq_topic", &kafka.dlq_topic),
+            ("kafka.events_topic", &kafka.events_topic),
+            ("kafka.alerts_topic", &kafka.alerts_topic),
         ] {
             check_topic_name(key, topic, &mut topics_seen, &mut problem);
         }
@@ -484,6 +526,10 @@ impl PipelineConfig {
             }
         }
         issues
+    }
+
+    pub fn detect_rebuild_secs(&self) -> u64 {
+        self.pipeline.detect_rebuild_secs
     }
 
     /// The input topic of each configured channel.

@@ -184,6 +184,10 @@ pub struct Event {
     pub priority: u8,
     pub route: Route,
     pub source: Option<SourceRef>,
+    /// Shared by every event about the same incident (near-duplicate reports in one district,
+    /// close in time, on any channel); null until detection has seen a second such report.
+    #[serde(default)]
+    pub incident_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -1,24 +1,31 @@
-//! The HTTP endpoints of a running instance: `/metrics`, `/healthz`, `/readyz`.
+//! The HTTP endpoints of a running instance: `/metrics`, `/healthz`, `/readyz`, the live alert
+//! feed `/alerts/stream` (server-sent events, resumable with `Last-Event-ID`) and `/api/alerts`.
 //!
-//! Sits beside the pipeline, reading its [`Metrics`] and [`Health`]; later the alert feed, the
-//! console and the ingest endpoints join here.
+//! Sits beside the pipeline, reading its [`Metrics`], [`Health`] and [`AlertFeed`].
 
+use crate::alert_feed::{AlertFeed, FeedMessage};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::stream::{self, Stream, StreamExt};
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct AppState {
     pub metrics: Metrics,
     pub health: Arc<Health>,
+    pub alerts: AlertFeed,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -26,6 +33,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/alerts/stream", get(alert_stream))
+        .route(
+            "/api/alerts",
+            get(|State(state): State<AppState>| async move { Json(state.alerts.board()) }),
+        )
         .with_state(state)
 }
 
@@ -58,6 +70,42 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             Json(serde_json::json!({"ready": false, "reasons": reasons})),
         ),
     }
+}
+
+/// Server-sent events: each alert message as `event: alert`, `id: <seq>`, `data: <alert JSON>`.
+/// A client that reconnects with `Last-Event-ID` first gets what it missed (as far as the replay
+/// ring reaches), then the live stream. A client too slow to keep up is disconnected and resumes
+/// the same way.
+async fn alert_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let (backlog, live) = state.alerts.subscribe(last_seen);
+    let live = stream::unfold(live, |mut receiver| async move {
+        match receiver.recv().await {
+            Ok(message) => Some((message, receiver)),
+            // Lagged or closed: end the stream; the client resumes with Last-Event-ID.
+            Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
+                None
+            }
+        }
+    });
+    let events = stream::iter(backlog)
+        .chain(live)
+        .map(|message| Ok(sse_event(&message)));
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn sse_event(message: &FeedMessage) -> SseEvent {
+    let data = serde_json::to_string(&message.alert).unwrap_or_else(|_| "{}".into());
+    SseEvent::default()
+        .event("alert")
+        .id(message.seq.to_string())
+        .data(data)
 }
 
 #[cfg(test)]
@@ -94,6 +142,7 @@ mod tests {
         let base = spawn(AppState {
             metrics: Metrics::new(),
             health: health.clone(),
+            alerts: AlertFeed::new(),
         })
         .await;
         let (status, body) = get_text(&format!("{base}/readyz")).await;

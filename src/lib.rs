@@ -17,13 +17,19 @@
 //! - [`pipeline`]: wiring for `run` — consumer, workers, producer, commits, shutdown.
 //! - [`process`]: wiring for `process` — lines in, lines out, around the same stages.
 //! - [`assets`]: the models and dictionaries embedded in the binary, and loading them.
+//! - [`detect`]: early warning — incidents, bursts, emotion surges, the alert lifecycle; pure,
+//!   on event time. [`detection`]: its wiring in `run` (internal topic in, alerts out);
+//!   [`alert_feed`]: the live feed and board behind `/alerts/stream` and `/api/alerts`.
 //! - [`metrics`], [`health`], [`http`]: what an operator sees (`/metrics`, `/healthz`, `/readyz`).
 //! - [`demo`]: the embedded broker, the traffic generator and the terminal summary.
 
+pub mod alert_feed;
 pub mod assets;
 pub mod channels;
 pub mod config;
 pub mod demo;
+pub mod detection;
+pub mod detect;
 pub mod event;
 pub mod health;
 pub mod http;

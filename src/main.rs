@@ -4,17 +4,19 @@
 //! it; no processing logic lives here.
 
 use anyhow::Context;
+use citypulse::alert_feed::AlertFeed;
 use citypulse::assets;
 use citypulse::config::PipelineConfig;
 use citypulse::demo::runner::{run_demo, DemoOptions};
+use citypulse::detect::Detector;
 use citypulse::event::Channel;
 use citypulse::health::Health;
 use citypulse::http::{self, AppState};
 use citypulse::metrics::Metrics;
 use citypulse::model::{self, CategoryModel};
-use citypulse::pipeline;
 use citypulse::process::process_lines;
 use citypulse::text::mask::AuthorHasher;
+use citypulse::{detection, pipeline};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufReader, Write};
 use std::net::SocketAddr;
@@ -274,6 +276,7 @@ async fn run(
     })?;
     let metrics = Metrics::new();
     let health = Arc::new(Health::new());
+    let alerts = AlertFeed::new();
     let listen: SocketAddr = config
         .http
         .listen
@@ -290,6 +293,7 @@ async fn run(
             AppState {
                 metrics: metrics.clone(),
                 health: health.clone(),
+                alerts: alerts.clone(),
             },
             async move { stop.cancelled().await },
         ))
@@ -297,8 +301,24 @@ async fn run(
     let stages = Arc::new(assets::load_stages(&config, hasher, metrics)?);
     health.set_models_loaded(true);
     tracing::info!(pipeline = %pipeline_path.display(), brokers = %config.kafka.brokers, %listen, "citypulse running");
+    let detection = config.pipeline.detection.then(|| {
+        let (config, alerts, metrics, stop) = (
+            config.clone(),
+            alerts.clone(),
+            stages.metrics.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move { detection::run(&config, alerts, metrics, stop).await })
+    });
     let result = pipeline::run(&config, stages, health, shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(detection) = detection {
+        match detection.await {
+            Ok(Err(error)) => tracing::error!(%error, "detection stopped with an error"),
+            Err(error) => tracing::error!(%error, "detection task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     let _ = server.await;
     result?;
     tracing::info!("stopped cleanly");
@@ -342,10 +362,16 @@ fn process(
         ),
         None => Box::new(std::io::stdout().lock()),
     };
-    let summary = process_lines(&stages, channel, reader, writer)?;
+    let mut detector = Detector::new(config.detect.clone());
+    let summary = process_lines(&stages, Some(&mut detector), channel, reader, writer)?;
     eprintln!(
-        "processed {} lines: {} routed, {} triage, {} skipped, {} errors",
-        summary.lines, summary.routed, summary.triaged, summary.skipped, summary.errors
+        "processed {} lines: {} routed, {} triage, {} skipped, {} errors; {} alert messages",
+        summary.lines,
+        summary.routed,
+        summary.triaged,
+        summary.skipped,
+        summary.errors,
+        summary.alerts
     );
     Ok(if summary.nothing_good() {
         ExitCode::FAILURE

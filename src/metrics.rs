@@ -7,8 +7,8 @@
 
 use crate::event::Channel;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The processing stages timed by `citypulse_stage_duration_seconds`.
@@ -58,6 +58,10 @@ pub struct Metrics {
     pub commit_failures: IntCounter,
     pub delivery_failures: IntCounterVec,
     pub partitions_assigned: IntGauge,
+    pub alerts: IntCounterVec,
+    pub active_alerts: IntGaugeVec,
+    pub active_incidents: IntGauge,
+    pub top_burst_score: Gauge,
 }
 
 impl Metrics {
@@ -145,6 +149,34 @@ impl Metrics {
             "citypulse_offset_commit_failures_total",
             "Offset commits that failed (retried at the next interval).",
         );
+        let alerts = counter_vec(
+            "citypulse_alerts_total",
+            "Alert lifecycle messages, by kind, status and severity.",
+            &["kind", "status", "severity"],
+        );
+        let active_alerts = IntGaugeVec::new(
+            Opts::new(
+                "citypulse_active_alerts",
+                "Alert threads currently firing or updated, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("static gauge definition");
+        registry
+            .register(Box::new(active_alerts.clone()))
+            .expect("registered once");
+        let active_incidents = gauge(
+            "citypulse_active_incidents",
+            "Incident threads currently firing or updated.",
+        );
+        let top_burst_score = Gauge::new(
+            "citypulse_top_burst_score",
+            "Highest burst score (-log10 p under the baseline) among active alerts.",
+        )
+        .expect("static gauge definition");
+        registry
+            .register(Box::new(top_burst_score.clone()))
+            .expect("registered once");
         let metrics = Metrics {
             registry,
             events_in,
@@ -158,6 +190,10 @@ impl Metrics {
             commit_failures,
             delivery_failures,
             partitions_assigned,
+            alerts,
+            active_alerts,
+            active_incidents,
+            top_burst_score,
         };
         metrics.touch_fixed_labels();
         metrics
@@ -170,6 +206,15 @@ impl Metrics {
             self.events_in.with_label_values(&[channel.as_str()]);
             self.triaged.with_label_values(&[channel.as_str()]);
             self.skipped.with_label_values(&[channel.as_str()]);
+        }
+        for kind in crate::detect::AlertKind::ALL {
+            self.active_alerts.with_label_values(&[kind.as_str()]);
+            for status in ["firing", "updated", "resolved"] {
+                for severity in crate::detect::Severity::ALL {
+                    self.alerts
+                        .with_label_values(&[kind.as_str(), status, severity.as_str()]);
+                }
+            }
         }
         for stage in Stage::ALL {
             self.stage_duration.with_label_values(&[stage.as_str()]);

@@ -14,6 +14,7 @@
 
 use crate::channels::MAX_RECORD_BYTES;
 use crate::config::PipelineConfig;
+use crate::detection::{district_key, InternalEvent};
 use crate::event::{Channel, Event, Route, SourceRef};
 use crate::health::Health;
 use crate::kafka::offsets::{OffsetTracker, PartitionKey};
@@ -76,6 +77,8 @@ struct OutputTopics {
     routed: String,
     triage: String,
     dlq: String,
+    /// The internal topic for detection, when detection runs.
+    events: Option<String>,
 }
 
 /// Records whose outputs are not all acknowledged: how many and how many bytes.
@@ -136,6 +139,10 @@ pub async fn run(
         routed: config.kafka.routed_topic.clone(),
         triage: config.kafka.triage_topic.clone(),
         dlq: config.kafka.dlq_topic.clone(),
+        events: config
+            .pipeline
+            .detection
+            .then(|| config.kafka.events_topic.clone()),
     };
     let settings = &config.pipeline;
     // A fatal error anywhere stops the consumer the same way a signal does.
@@ -361,13 +368,29 @@ fn worker_loop(
         };
         let started = Instant::now();
         let deliveries = match outcome {
-            Outcome::Event(event) => match event_message(&event, outputs) {
+            Outcome::Event { event, tokens } => match event_message(&event, outputs) {
                 Ok((topic, key, payload)) => {
                     let delivery = enqueue(
                         producer,
                         FutureRecord::to(&topic).key(&key).payload(&payload),
                     );
-                    vec![(topic, delivery)]
+                    let mut deliveries = vec![(topic, delivery)];
+                    if let Some(events_topic) = &outputs.events {
+                        // The repartition step: detection reads every event, keyed by district.
+                        let internal = InternalEvent {
+                            event: *event,
+                            tokens,
+                        };
+                        if let Ok(payload) = serde_json::to_vec(&internal) {
+                            let key = district_key(&internal.event);
+                            let delivery = enqueue(
+                                producer,
+                                FutureRecord::to(events_topic).key(key).payload(&payload),
+                            );
+                            deliveries.push((events_topic.clone(), delivery));
+                        }
+                    }
+                    deliveries
                 }
                 Err(error) => vec![dead_letter(
                     producer,

@@ -5,9 +5,13 @@
 //! the record's JSON value, or for WeChat its XML as a JSON string. Each input line gives one
 //! output line: the event, `{"error": …, "reason": …, "line": N}` for a bad line, or
 //! `{"skipped": …, "line": N}` for a record that is not a citizen report. Blank lines are
-//! passed over.
+//! passed over. Detection runs in line on event time: each alert message an event causes
+//! follows that event as a line `{"alert": {…}}`, so replaying the same input gives the same
+//! alerts every time.
 
 use crate::channels::MAX_RECORD_BYTES;
+use crate::detect::Detector;
+use crate::detection::detect_input;
 use crate::event::Channel;
 use crate::pipeline::china_standard_time;
 use crate::stages::{Outcome, Stages};
@@ -29,6 +33,7 @@ pub struct ProcessSummary {
     pub triaged: u64,
     pub skipped: u64,
     pub errors: u64,
+    pub alerts: u64,
 }
 
 impl ProcessSummary {
@@ -50,6 +55,7 @@ struct Envelope<'a> {
 /// Process every line of `input`, writing one JSON line per record to `output`.
 pub fn process_lines(
     stages: &Stages,
+    mut detector: Option<&mut Detector>,
     channel: Option<Channel>,
     mut input: impl BufRead,
     output: impl Write,
@@ -77,12 +83,31 @@ pub fn process_lines(
             Ok((channel, bytes)) => {
                 let received_at = Utc::now().with_timezone(&cst);
                 match stages.process(channel, &bytes, None, received_at) {
-                    Outcome::Event(event) => {
+                    Outcome::Event { mut event, tokens } => {
                         match event.route {
                             crate::event::Route::Routed => summary.routed += 1,
                             crate::event::Route::Triage => summary.triaged += 1,
                         }
-                        serde_json::to_value(&*event).map_err(io::Error::other)?
+                        let alerts = match detector.as_deref_mut() {
+                            Some(detector) => {
+                                let observation = detector.observe(&detect_input(&event, &tokens));
+                                event.incident_id = observation.incident_id;
+                                observation.alerts
+                            }
+                            None => Vec::new(),
+                        };
+                        serde_json::to_writer(&mut output, &*event).map_err(io::Error::other)?;
+                        output.write_all(b"\n")?;
+                        for alert in alerts {
+                            summary.alerts += 1;
+                            serde_json::to_writer(
+                                &mut output,
+                                &serde_json::json!({"alert": alert}),
+                            )
+                            .map_err(io::Error::other)?;
+                            output.write_all(b"\n")?;
+                        }
+                        continue;
                     }
                     Outcome::Skipped { reason } => {
                         summary.skipped += 1;

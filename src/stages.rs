@@ -19,8 +19,12 @@ use std::time::Instant;
 /// What became of one input record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// A citizen report, routed or triaged (see `event.route`).
-    Event(Box<Event>),
+    /// A citizen report, routed or triaged (see `event.route`), with its content tokens for
+    /// detection downstream.
+    Event {
+        event: Box<Event>,
+        tokens: Vec<String>,
+    },
     /// Not a citizen report (a WeChat event push …): counted, not published.
     Skipped { reason: String },
     /// Bad input: the original bytes go to the dead-letter topic with this reason.
@@ -146,9 +150,13 @@ impl Stages {
             department: decision.department,
             route: decision.route,
             source,
+            incident_id: None,
         };
         self.lap(Stage::Route, lap);
-        Outcome::Event(Box::new(event))
+        Outcome::Event {
+            event: Box::new(event),
+            tokens: segmented.tokens,
+        }
     }
 
     /// Mask every free-text field and replace the author identifier by its keyed hash.
@@ -190,7 +198,7 @@ impl Stages {
     fn count(&self, channel: Channel, outcome: &Outcome) {
         let metrics = &self.metrics;
         match outcome {
-            Outcome::Event(event) => match event.route {
+            Outcome::Event { event, .. } => match event.route {
                 Route::Routed => metrics
                     .routed
                     .with_label_values(&[event.department.as_str(), event.category.as_str()])

@@ -18,9 +18,13 @@ const TEXTS: &[&str] = &[
     "社区诊所医生态度恶劣，打疫苗排队三小时，希望卫生部门整顿。",
 ];
 
+/// Raw records to produce: (topic, bytes).
+type Inputs = Vec<(String, Vec<u8>)>;
+
+/// The inputs, the ids of the good records, and how many are bad.
 fn good_and_bad_inputs(
     config: &citypulse::config::PipelineConfig,
-) -> (Vec<(String, Vec<u8>)>, BTreeSet<String>, usize) {
+) -> (Inputs, BTreeSet<String>, usize) {
     let topic = |channel: &str| config.kafka.input_topics[channel].clone();
     let mut inputs = Vec::new();
     let mut good_ids = BTreeSet::new();

@@ -5,9 +5,12 @@
 //! pipeline as `run` against it, serves `/metrics`, and prints what a dispatcher would see on
 //! the output topics, read back over the Kafka protocol by a consumer of its own.
 
+use crate::alert_feed::AlertFeed;
 use crate::assets;
 use crate::config::PipelineConfig;
 use crate::demo::generator::{GeneratorConfig, IncidentKind, TrafficGenerator};
+use crate::detect::Alert;
+use crate::detection;
 use crate::event::{Channel, Event, Route};
 use crate::health::Health;
 use crate::http::{self, AppState};
@@ -54,6 +57,7 @@ struct Tally {
     dead_letters_by_reason: BTreeMap<String, u64>,
     by_channel: BTreeMap<String, u64>,
     latest: Vec<Event>,
+    alerts: u64,
 }
 
 pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -70,6 +74,8 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
         &config.kafka.routed_topic,
         &config.kafka.triage_topic,
         &config.kafka.dlq_topic,
+        &config.kafka.events_topic,
+        &config.kafka.alerts_topic,
     ] {
         cluster.create_topic(topic, 2, 1)?;
     }
@@ -81,6 +87,7 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
     };
     let metrics = Metrics::new();
     let health = Arc::new(Health::new());
+    let alerts = AlertFeed::new();
     let stages = Arc::new(assets::load_stages(&config, hasher, metrics.clone())?);
     health.set_models_loaded(true);
 
@@ -98,6 +105,7 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
         AppState {
             metrics: metrics.clone(),
             health: health.clone(),
+            alerts: alerts.clone(),
         },
         async move { http_stop.cancelled().await },
     ));
@@ -111,6 +119,16 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
             pipeline_stop.clone(),
         );
         tokio::spawn(async move { pipeline::run(&config, stages, health, stop).await })
+    };
+    let detection_stop = shutdown.child_token();
+    let detection_task = {
+        let (config, alerts, metrics, stop) = (
+            config.clone(),
+            alerts.clone(),
+            metrics.clone(),
+            detection_stop.clone(),
+        );
+        tokio::spawn(async move { detection::run(&config, alerts, metrics, stop).await })
     };
     let traffic_stop = shutdown.child_token();
     let traffic = spawn_traffic(&config, &options, traffic_stop.clone())?;
@@ -140,6 +158,11 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
     tokio::time::sleep(Duration::from_secs(2)).await;
     pipeline_stop.cancel();
     let result = pipeline_task.await.context("pipeline task failed")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    detection_stop.cancel();
+    if let Ok(Err(error)) = detection_task.await {
+        tracing::warn!(%error, "detection stopped with an error");
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     viewer_stop.cancel();
     let _ = viewer.await;
@@ -221,7 +244,8 @@ fn spawn_viewer(
     let routed = config.kafka.routed_topic.clone();
     let triage = config.kafka.triage_topic.clone();
     let dlq = config.kafka.dlq_topic.clone();
-    consumer.subscribe(&[&routed, &triage, &dlq])?;
+    let alerts_topic = config.kafka.alerts_topic.clone();
+    consumer.subscribe(&[&routed, &triage, &dlq, &alerts_topic])?;
     let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
     let shared = tally.clone();
     let handle = tokio::spawn(async move {
@@ -232,6 +256,16 @@ fn spawn_viewer(
             };
             let Ok(message) = message else { continue };
             let mut tally = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if message.topic() == alerts_topic {
+                if let Some(alert) = message
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Alert>(p).ok())
+                {
+                    print_alert(&alert);
+                    tally.alerts += 1;
+                }
+                continue;
+            }
             if message.topic() == dlq {
                 let reason = message
                     .headers()
@@ -276,14 +310,37 @@ fn spawn_viewer(
     Ok((handle, tally))
 }
 
+/// An alert message as the dispatcher sees it arrive on `citypulse.alerts`.
+fn print_alert(alert: &Alert) {
+    let marker = match alert.status {
+        crate::detect::AlertStatus::Firing => "🔴 FIRING  ",
+        crate::detect::AlertStatus::Updated => "🟠 UPDATED ",
+        crate::detect::AlertStatus::Resolved => "🟢 RESOLVED",
+    };
+    let channels: Vec<&str> = alert.channels.iter().map(|c| c.as_str()).collect();
+    println!(
+        "\n  {marker} [{}] {} {} {} — {} reports (baseline {:.1}) on {} · terms: {} · id {}",
+        alert.severity.as_str(),
+        alert.kind.as_str(),
+        alert.district.as_deref().unwrap_or("-"),
+        alert.category.as_deref().unwrap_or(""),
+        alert.count,
+        alert.baseline,
+        channels.join("+"),
+        alert.terms.join("、"),
+        alert.alert_id,
+    );
+}
+
 fn print_summary(tally: &Tally, metrics: &Metrics) {
     let routed: u64 = tally.routed_by_department.values().sum();
     let dead: u64 = tally.dead_letters_by_reason.values().sum();
     println!();
     println!(
-        "── {} ── read back from Kafka: {routed} routed, {} triage, {dead} dead letters; in flight {}",
+        "── {} ── read back from Kafka: {routed} routed, {} triage, {dead} dead letters, {} alert messages; in flight {}",
         Utc::now().with_timezone(&china_standard_time()).format("%H:%M:%S"),
         tally.triaged,
+        tally.alerts,
         metrics.in_flight.get(),
     );
     let channels: Vec<String> = tally

@@ -1,0 +1,226 @@
+//! What "normal" looks like: event-time sliding windows, the city's hour-of-day rate profile,
+//! and how surprising a count is against an expectation.
+//!
+//! Used by the [`super::detector`] for every test it runs: a window count `k` is compared with
+//! the count `λ` the baseline expects over the same window, and the score is −log10 of the
+//! Poisson probability of seeing `k` or more. The expectation is the city's volume for this
+//! hour of the day (so a busy morning raises it and a quiet night lowers it) times the share
+//! of that volume a district, category or term usually has.
+
+use std::collections::VecDeque;
+
+/// Counts per time bucket over the last `len` buckets, storing only non-empty buckets.
+///
+/// Bucket numbers are event-time seconds divided by the bucket width; the caller passes them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseWindow {
+    /// (bucket, count), oldest first; at most one entry per bucket.
+    buckets: VecDeque<(i64, u64)>,
+}
+
+impl SparseWindow {
+    /// Adds `amount` at `bucket`. A bucket older than the newest one held (a late event within
+    /// the allowed lateness) is added in place.
+    pub fn add(&mut self, bucket: i64, amount: u64) {
+        match self.buckets.iter().rposition(|(b, _)| *b <= bucket) {
+            Some(i) if self.buckets[i].0 == bucket => self.buckets[i].1 += amount,
+            Some(i) => self.buckets.insert(i + 1, (bucket, amount)),
+            None => self.buckets.push_front((bucket, amount)),
+        }
+    }
+
+    /// Forgets buckets that fell out of a window of `len` buckets ending at `now`.
+    pub fn expire(&mut self, now: i64, len: usize) {
+        let oldest = now - len as i64 + 1;
+        while self.buckets.front().is_some_and(|(b, _)| *b < oldest) {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// Total over the `len` buckets ending at `now` (inclusive).
+    pub fn total(&self, now: i64, len: usize) -> u64 {
+        let oldest = now - len as i64 + 1;
+        self.buckets
+            .iter()
+            .filter(|(b, _)| *b >= oldest && *b <= now)
+            .map(|(_, c)| c)
+            .sum()
+    }
+
+    /// (bucket, count) pairs, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
+        self.buckets.iter().copied()
+    }
+
+    /// The oldest bucket with a count, if any.
+    pub fn oldest(&self) -> Option<i64> {
+        self.buckets.front().map(|(b, _)| *b)
+    }
+
+    /// The newest bucket with a count, if any.
+    pub fn newest(&self) -> Option<i64> {
+        self.buckets.back().map(|(b, _)| *b)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+/// The city's event rate per hour of the day, learned online (EWMA per hour slot).
+///
+/// An hour is learned when event time leaves it. Hours in which nothing at all arrived are
+/// not learned: in a city that is an outage upstream, not a quiet hour, and learning it would
+/// make the next ordinary hour look like a burst.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourProfile {
+    alpha: f64,
+    /// Events per hour for each local hour of the day; `None` until that hour was seen.
+    rates: [Option<f64>; 24],
+    /// The hour being counted: (absolute local hour number, count).
+    current: Option<(i64, u64)>,
+}
+
+impl HourProfile {
+    pub fn new(alpha: f64) -> Self {
+        HourProfile {
+            alpha,
+            rates: [None; 24],
+            current: None,
+        }
+    }
+
+    /// Counts one event at `local_secs` (seconds since the epoch, shifted to local time).
+    pub fn observe(&mut self, local_secs: i64) {
+        self.roll(local_secs);
+        if let Some((_, count)) = &mut self.current {
+            *count += 1;
+        }
+    }
+
+    /// Moves to the hour of `local_secs`, learning the hour left behind.
+    pub fn roll(&mut self, local_secs: i64) {
+        let hour = local_secs.div_euclid(3600);
+        match self.current {
+            Some((current, _)) if current >= hour => {}
+            Some((current, count)) => {
+                let slot = current.rem_euclid(24) as usize;
+                let count = count as f64;
+                self.rates[slot] = Some(match self.rates[slot] {
+                    Some(rate) => self.alpha * count + (1.0 - self.alpha) * rate,
+                    None => count,
+                });
+                self.current = Some((hour, 0));
+            }
+            None => self.current = Some((hour, 0)),
+        }
+    }
+
+    /// The learned rate (events per hour) for the hour of day of `local_secs`, if learned.
+    pub fn rate_at(&self, local_secs: i64) -> Option<f64> {
+        self.rates[local_secs.div_euclid(3600).rem_euclid(24) as usize]
+    }
+
+    /// Hour slots learned so far.
+    pub fn learned_slots(&self) -> usize {
+        self.rates.iter().filter(|r| r.is_some()).count()
+    }
+}
+
+/// −log10 of P(X ≥ k) for X ~ Poisson(λ): 0 when `k` is not above `λ`, larger the more
+/// surprising. λ is floored at 1e-6 so an unseen term is very unlikely, not impossible.
+pub fn poisson_surprise(k: u64, lambda: f64) -> f64 {
+    let lambda = if lambda.is_finite() {
+        lambda.max(1e-6)
+    } else {
+        return 0.0;
+    };
+    let kf = k as f64;
+    if kf <= lambda {
+        return 0.0;
+    }
+    // ln P(X = k), then the tail as P(X = k) · Σ_j Π_{i=1..j} λ / (k + i).
+    let ln_pk = -lambda + kf * lambda.ln() - ln_factorial(k);
+    let mut sum = 1.0;
+    let mut term = 1.0;
+    for i in 1..10_000u64 {
+        term *= lambda / (kf + i as f64);
+        sum += term;
+        if term < 1e-12 * sum {
+            break;
+        }
+    }
+    let ln_tail = ln_pk + sum.ln();
+    (-ln_tail / std::f64::consts::LN_10).max(0.0)
+}
+
+/// ln(k!): exact sum for small k, Stirling's series beyond (error below 1e-10 there).
+fn ln_factorial(k: u64) -> f64 {
+    if k < 64 {
+        return (2..=k).map(|i| (i as f64).ln()).sum();
+    }
+    let n = k as f64;
+    n * n.ln() - n + 0.5 * (2.0 * std::f64::consts::PI * n).ln() + 1.0 / (12.0 * n)
+        - 1.0 / (360.0 * n * n * n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_counts_only_its_buckets_and_accepts_late_buckets() {
+        let mut w = SparseWindow::default();
+        w.add(10, 1);
+        w.add(12, 2);
+        w.add(11, 4); // late, within the window
+        w.add(12, 1);
+        assert_eq!(w.total(12, 3), 8);
+        assert_eq!(w.total(13, 3), 7, "bucket 10 slid out");
+        assert_eq!(w.total(20, 3), 0);
+        w.expire(13, 3);
+        assert_eq!(w.total(13, 3), 7);
+        w.expire(30, 3);
+        assert!(w.is_empty());
+        w.add(5, 1);
+        assert_eq!(w.newest(), Some(5));
+    }
+
+    #[test]
+    fn hour_profile_learns_each_hour_of_day_separately() {
+        let mut p = HourProfile::new(0.5);
+        let h = |day: i64, hour: i64| (day * 24 + hour) * 3600;
+        for _ in 0..10 {
+            p.observe(h(0, 9));
+        }
+        p.observe(h(0, 3)); // an earlier hour arriving late does not roll back
+        p.observe(h(0, 10));
+        assert_eq!(p.rate_at(h(1, 9)), Some(11.0));
+        assert_eq!(p.rate_at(h(1, 10)), None, "hour 10 is still being counted");
+        for _ in 0..21 {
+            p.observe(h(1, 9));
+        }
+        p.roll(h(1, 12));
+        assert_eq!(p.rate_at(h(2, 9)), Some(16.0), "EWMA of 11 and 21");
+        assert_eq!(p.rate_at(h(2, 10)), Some(1.0));
+        // Hour 11 of day 1 saw nothing: not learned.
+        assert_eq!(p.rate_at(h(2, 11)), None);
+        assert_eq!(p.learned_slots(), 2);
+    }
+
+    #[test]
+    fn poisson_surprise_matches_known_tails() {
+        // P(X >= 1 | 0.5) = 1 - e^-0.5.
+        let expected = -(1.0 - (-0.5f64).exp()).log10();
+        assert!((poisson_surprise(1, 0.5) - expected).abs() < 1e-9);
+        assert_eq!(poisson_surprise(1, 1.0), 0.0, "k not above λ");
+        // P(X >= 10 | 1) ≈ 1.114e-7.
+        assert!((poisson_surprise(10, 1.0) - 6.953).abs() < 0.01);
+        // Large counts go through Stirling and stay finite and monotone.
+        let a = poisson_surprise(500, 300.0);
+        let b = poisson_surprise(600, 300.0);
+        assert!(a.is_finite() && b > a && a > 10.0);
+        assert_eq!(poisson_surprise(5, f64::NAN), 0.0);
+        assert!(poisson_surprise(5, 0.0) > 20.0);
+    }
+}
