@@ -158,4 +158,74 @@ mod tests {
         assert_eq!(status, 200);
         assert!(body.contains("citypulse_events_in_total"));
     }
+
+    /// Read from a streaming response until `needle` has arrived.
+    async fn read_until(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>, needle: &str) {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(buffer).contains(needle) {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+                .await
+                .expect("stream answers in time")
+                .unwrap();
+            assert!(n > 0, "stream closed before {needle}");
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn alert_stream_resumes_after_last_event_id_and_then_goes_live() {
+        use crate::detect::AlertStatus;
+        use tokio::io::AsyncWriteExt;
+        let alerts = AlertFeed::new();
+        let sample = |id: &str| {
+            let mut alert: crate::detect::Alert = serde_json::from_value(serde_json::json!({
+                "alert_id": id, "kind": "incident", "status": "firing", "severity": "warning",
+                "district": "雨花区", "category": "城乡建设", "terms": ["停水"], "count": 10,
+                "baseline": 0.5, "channels": ["12345", "weibo"],
+                "first_seen": "2026-11-25T10:00:00+08:00", "last_seen": "2026-11-25T10:20:00+08:00",
+                "at": "2026-11-25T10:20:00+08:00", "event_ids": ["12345:A1"], "incident_id": null
+            }))
+            .unwrap();
+            alert.status = AlertStatus::Firing;
+            alert
+        };
+        alerts.publish(sample("alert-1"));
+        alerts.publish(sample("alert-2"));
+        let base = spawn(AppState {
+            metrics: Metrics::new(),
+            health: Arc::new(Health::new()),
+            alerts: alerts.clone(),
+        })
+        .await;
+        let host = base.trim_start_matches("http://").to_string();
+        let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+        stream
+            .write_all(
+                format!("GET /alerts/stream HTTP/1.1\r\nHost: {host}\r\nLast-Event-ID: 1\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        read_until(&mut stream, &mut received, "alert-2").await;
+        let text = String::from_utf8_lossy(&received).into_owned();
+        assert!(text.contains("text/event-stream"), "{text}");
+        assert!(text.contains("id: 2"), "{text}");
+        assert!(
+            !text.contains("alert-1"),
+            "already seen before Last-Event-ID: {text}"
+        );
+        alerts.publish(sample("alert-3"));
+        read_until(&mut stream, &mut received, "alert-3").await;
+        let text = String::from_utf8_lossy(&received).into_owned();
+        assert!(
+            text.contains("event: alert") && text.contains("id: 3"),
+            "{text}"
+        );
+        let (status, body) = get_text(&format!("{base}/api/alerts")).await;
+        assert_eq!(status, 200);
+        let board: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(board["active"].as_array().unwrap().len(), 3);
+    }
 }
