@@ -62,6 +62,10 @@ pub struct Metrics {
     pub active_alerts: IntGaugeVec,
     pub active_incidents: IntGauge,
     pub top_burst_score: Gauge,
+    pub events_by_district: IntCounterVec,
+    pub category_confidence: HistogramVec,
+    pub consumer_lag: IntGaugeVec,
+    pub end_to_end_latency: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -177,6 +181,47 @@ impl Metrics {
         registry
             .register(Box::new(top_burst_score.clone()))
             .expect("registered once");
+        let events_by_district = counter_vec(
+            "citypulse_events_by_district_total",
+            "Citizen reports by district (known districts; others as 其他, none as 未知).",
+            &["district"],
+        );
+        let category_confidence = HistogramVec::new(
+            HistogramOpts::new(
+                "citypulse_category_confidence",
+                "The category model's confidence per event, by route.",
+            )
+            .buckets(vec![0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]),
+            &["route"],
+        )
+        .expect("static histogram definition");
+        registry
+            .register(Box::new(category_confidence.clone()))
+            .expect("registered once");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "citypulse_consumer_lag_messages",
+                "Messages behind the end of the input topics, summed over this instance's partitions.",
+            ),
+            &["topic"],
+        )
+        .expect("static gauge definition");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("registered once");
+        let end_to_end_latency = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "citypulse_end_to_end_latency_seconds",
+                "From the input record's broker timestamp to the acknowledgement of its last output.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("static histogram definition");
+        registry
+            .register(Box::new(end_to_end_latency.clone()))
+            .expect("registered once");
         let metrics = Metrics {
             registry,
             events_in,
@@ -194,6 +239,10 @@ impl Metrics {
             active_alerts,
             active_incidents,
             top_burst_score,
+            events_by_district,
+            category_confidence,
+            consumer_lag,
+            end_to_end_latency,
         };
         metrics.touch_fixed_labels();
         metrics
@@ -206,6 +255,12 @@ impl Metrics {
             self.events_in.with_label_values(&[channel.as_str()]);
             self.triaged.with_label_values(&[channel.as_str()]);
             self.skipped.with_label_values(&[channel.as_str()]);
+        }
+        for (_, district) in crate::channels::district::CHANGSHA_DISTRICTS {
+            self.events_by_district.with_label_values(&[district]);
+        }
+        for route in ["routed", "triage"] {
+            self.category_confidence.with_label_values(&[route]);
         }
         for kind in crate::detect::AlertKind::ALL {
             self.active_alerts.with_label_values(&[kind.as_str()]);
@@ -228,6 +283,22 @@ impl Metrics {
                 self.routed
                     .with_label_values(&[department, category.as_str()]);
             }
+        }
+    }
+
+    /// The `district` label of an event: the district if it is a known one, so the label set
+    /// stays fixed whatever the texts say.
+    pub fn district_label(district: Option<&str>) -> &str {
+        match district {
+            None => "未知",
+            Some(name)
+                if crate::channels::district::CHANGSHA_DISTRICTS
+                    .iter()
+                    .any(|(_, known)| *known == name) =>
+            {
+                name
+            }
+            Some(_) => "其他",
         }
     }
 

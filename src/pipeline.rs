@@ -60,6 +60,8 @@ struct InputRecord {
     channel: Option<Channel>,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
+    /// The broker's (or producer's) timestamp, for the end-to-end latency histogram.
+    timestamp_ms: Option<i64>,
 }
 
 /// The outputs of one input record, waiting for the broker's acknowledgement.
@@ -110,8 +112,11 @@ pub async fn run(
         bytes: AtomicUsize::new(0),
         completed: Notify::new(),
     });
+    let mut client = consumer_config(&config.kafka);
+    // Statistics feed the consumer-lag gauge (see `PipelineContext::stats`).
+    client.set("statistics.interval.ms", "5000");
     let consumer: Arc<StreamConsumer<PipelineContext>> = Arc::new(
-        consumer_config(&config.kafka)
+        client
             .create_with_context(PipelineContext {
                 tracker: in_flight.tracker.clone(),
                 health: health.clone(),
@@ -258,6 +263,7 @@ async fn consume_loop(
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    timestamp_ms: message.timestamp().to_millis(),
                     partition,
                 };
                 lock(&in_flight.tracker).begin(&record.partition, record.offset);
@@ -535,7 +541,11 @@ async fn ack_loop(
                 pending.push(settle(ack, producer.clone(), dlq_topic.clone(), metrics.clone()));
             }
             Some(settled) = pending.next(), if !pending.is_empty() => match settled {
-                Ok((partition, offset, bytes)) => {
+                Ok((partition, offset, bytes, timestamp_ms)) => {
+                    if let Some(ms) = timestamp_ms {
+                        let age = Utc::now().timestamp_millis() - ms;
+                        metrics.end_to_end_latency.observe(age.max(0) as f64 / 1000.0);
+                    }
                     let mut tracker = lock(&in_flight.tracker);
                     tracker.complete(&partition, offset);
                     metrics.in_flight.set(tracker.in_flight() as i64);
@@ -561,8 +571,9 @@ async fn settle(
     producer: FutureProducer,
     dlq_topic: String,
     metrics: Metrics,
-) -> Result<(PartitionKey, i64, usize), PipelineError> {
+) -> Result<(PartitionKey, i64, usize, Option<i64>), PipelineError> {
     let bytes = ack.original.payload.len();
+    let timestamp_ms = ack.original.timestamp_ms;
     for (topic, delivery) in ack.deliveries {
         let error = match delivery {
             Ok(future) => match future.await {
@@ -606,7 +617,7 @@ async fn settle(
             .with_label_values(&[channel, dead.reason])
             .inc();
     }
-    Ok((ack.partition, ack.offset, bytes))
+    Ok((ack.partition, ack.offset, bytes, timestamp_ms))
 }
 
 fn output_role(topic: &str, dlq_topic: &str) -> &'static str {

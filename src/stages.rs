@@ -197,6 +197,16 @@ impl Stages {
 
     fn count(&self, channel: Channel, outcome: &Outcome) {
         let metrics = &self.metrics;
+        if let Outcome::Event { event, .. } = outcome {
+            metrics
+                .events_by_district
+                .with_label_values(&[Metrics::district_label(event.district.as_deref())])
+                .inc();
+            metrics
+                .category_confidence
+                .with_label_values(&[event.route.as_str()])
+                .observe(f64::from(event.category_confidence));
+        }
         match outcome {
             Outcome::Event { event, .. } => match event.route {
                 Route::Routed => metrics

@@ -24,7 +24,24 @@ pub struct PipelineContext {
     pub metrics: Metrics,
 }
 
-impl ClientContext for PipelineContext {}
+impl ClientContext for PipelineContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): publish the consumer lag per
+    /// input topic, summed over the partitions this instance owns.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in statistics.topics {
+            let lag: i64 = stats
+                .partitions
+                .values()
+                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                .map(|p| p.consumer_lag)
+                .sum();
+            self.metrics
+                .consumer_lag
+                .with_label_values(&[topic.as_str()])
+                .set(lag);
+        }
+    }
+}
 
 impl ConsumerContext for PipelineContext {
     /// Before partitions leave this instance, commit what is finished on them, so the next
