@@ -1,0 +1,127 @@
+//! Per-stage cost of the processing path on the same texts: decode (per channel), mask, segment,
+//! classify, route, and the whole `Stages::process`. Run with `cargo bench --bench stages`.
+//!
+//! Texts: the raw citizen messages of `../shared/data/routing/routing_sample_raw.tsv` when that
+//! file is there (long, real messages, ~1 KB), else messages from the demo generator. The point
+//! of the comparison is the ratio of each stage to segmentation, measured in one run.
+
+use chrono::{FixedOffset, TimeZone};
+use citypulse::assets;
+use citypulse::channels;
+use citypulse::config::PipelineConfig;
+use citypulse::demo::generator::{GeneratorConfig, TrafficGenerator};
+use citypulse::event::Channel;
+use citypulse::metrics::Metrics;
+use citypulse::text::mask::AuthorHasher;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::hint::black_box;
+
+fn sample_texts() -> Vec<String> {
+    let raw = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/routing/routing_sample_raw.tsv");
+    if let Ok(data) = std::fs::read_to_string(&raw) {
+        let texts: Vec<String> = data
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let columns: Vec<&str> = line.split('\t').collect();
+                (columns.len() >= 6).then(|| format!("{}\n{}", columns[2], columns[4]))
+            })
+            .collect();
+        if !texts.is_empty() {
+            return texts;
+        }
+    }
+    eprintln!("benches: ../shared/data absent, using generated texts");
+    let mut generator = TrafficGenerator::new(GeneratorConfig::default());
+    let at = FixedOffset::east_opt(8 * 3600)
+        .unwrap()
+        .with_ymd_and_hms(2026, 11, 25, 10, 0, 0)
+        .unwrap();
+    (0..300)
+        .map(|_| {
+            let record = generator.next_record_on(Channel::Hotline12345, at);
+            String::from_utf8_lossy(&record.bytes).into_owned()
+        })
+        .collect()
+}
+
+fn hotline_record(text: &str, i: usize) -> Vec<u8> {
+    serde_json::json!({
+        "工单编号": format!("B{i:06}"), "来电时间": "2026-11-25 09:12:03", "来电号码": "13912345678",
+        "诉求类型": "投诉", "诉求内容": text, "所属区县": "雨花区"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn bench_stages(c: &mut Criterion) {
+    let texts = sample_texts();
+    let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum::<u64>() / texts.len() as u64;
+    let config = PipelineConfig::default();
+    let stages = assets::load_stages(
+        &config,
+        AuthorHasher::new(b"bench-key-0123456789"),
+        Metrics::new(),
+    )
+    .expect("embedded assets load");
+    let records: Vec<Vec<u8>> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| hotline_record(t, i))
+        .collect();
+    let tokens: Vec<Vec<String>> = texts
+        .iter()
+        .map(|t| stages.segmenter.segment(t, 0).tokens)
+        .collect();
+    let received = FixedOffset::east_opt(8 * 3600)
+        .unwrap()
+        .with_ymd_and_hms(2026, 11, 25, 10, 0, 0)
+        .unwrap();
+
+    let mut group = c.benchmark_group("per_message");
+    group.throughput(Throughput::Elements(1));
+    eprintln!("benches: {} texts, {bytes} bytes on average", texts.len());
+    let mut i = 0;
+    let mut next = |n: usize| {
+        i = (i + 1) % n;
+        i
+    };
+    group.bench_function("decode_12345", |b| {
+        b.iter(|| {
+            black_box(channels::decode(
+                Channel::Hotline12345,
+                &records[next(records.len())],
+            ))
+        })
+    });
+    group.bench_function("mask", |b| {
+        b.iter(|| black_box(stages.masker.mask(&texts[next(texts.len())])))
+    });
+    group.bench_function("segment", |b| {
+        b.iter(|| black_box(stages.segmenter.segment(&texts[next(texts.len())], 5)))
+    });
+    group.bench_function("classify", |b| {
+        b.iter(|| black_box(stages.model.predict(&tokens[next(tokens.len())])))
+    });
+    group.bench_function("route", |b| {
+        b.iter(|| {
+            black_box(
+                stages
+                    .router
+                    .decide(Channel::Hotline12345, Some("雨花区"), "环境保护", 0.9),
+            )
+        })
+    });
+    group.bench_function("process_whole", |b| {
+        b.iter_batched(
+            || records[next(records.len())].clone(),
+            |record| black_box(stages.process(Channel::Hotline12345, &record, None, received)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_stages);
+criterion_main!(benches);
