@@ -11,6 +11,9 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+/// The emotion labels of `citypulse_emotion_total` (the emotion model's six classes).
+pub const EMOTIONS: [&str; 6] = ["happy", "angry", "sad", "fear", "surprise", "neutral"];
+
 /// The processing stages timed by `citypulse_stage_duration_seconds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -66,6 +69,8 @@ pub struct Metrics {
     pub category_confidence: HistogramVec,
     pub consumer_lag: IntGaugeVec,
     pub end_to_end_latency: prometheus::Histogram,
+    pub emotions: IntCounterVec,
+    pub sentiment: HistogramVec,
 }
 
 impl Metrics {
@@ -222,6 +227,23 @@ impl Metrics {
         registry
             .register(Box::new(end_to_end_latency.clone()))
             .expect("registered once");
+        let emotions = counter_vec(
+            "citypulse_emotion_total",
+            "Events by channel and detected emotion.",
+            &["channel", "emotion"],
+        );
+        let sentiment = HistogramVec::new(
+            HistogramOpts::new(
+                "citypulse_sentiment_score",
+                "Sentiment score per event, from -1 (negative) to 1 (positive), by channel.",
+            )
+            .buckets(vec![-0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0]),
+            &["channel"],
+        )
+        .expect("static histogram definition");
+        registry
+            .register(Box::new(sentiment.clone()))
+            .expect("registered once");
         let metrics = Metrics {
             registry,
             events_in,
@@ -243,6 +265,8 @@ impl Metrics {
             category_confidence,
             consumer_lag,
             end_to_end_latency,
+            emotions,
+            sentiment,
         };
         metrics.touch_fixed_labels();
         metrics
@@ -255,6 +279,16 @@ impl Metrics {
             self.events_in.with_label_values(&[channel.as_str()]);
             self.triaged.with_label_values(&[channel.as_str()]);
             self.skipped.with_label_values(&[channel.as_str()]);
+        }
+        for channel in Channel::ALL {
+            self.sentiment.with_label_values(&[channel.as_str()]);
+            for emotion in EMOTIONS {
+                self.emotions
+                    .with_label_values(&[channel.as_str(), emotion]);
+            }
+        }
+        for output in ["event", "dlq", "alert"] {
+            self.delivery_failures.with_label_values(&[output]);
         }
         for (_, district) in crate::channels::district::CHANGSHA_DISTRICTS {
             self.events_by_district.with_label_values(&[district]);
