@@ -1,13 +1,14 @@
 //! The burst tests of the [`Detector`]: district × category, district × term, and emotion
 //! surges, each merged into an active incident of the district when it is the same thing.
 //!
-//! A test is "hot" when the window count is at least the configured minimum, a multiple of
+//! A burst is the incident's when its term or category is in a third of the incident's
+//! reports, or the incident's reports make at least half of the burst's count. A test is "hot" when the window count is at least the configured minimum, a multiple of
 //! its baseline, and improbable under it (score = −log10 of the Poisson tail). A hot test
 //! opens or feeds its thread; a thread not hot for `resolve_quiet_secs` resolves.
 
 use super::baseline::poisson_surprise;
 use super::cluster::{Cluster, SAMPLE_IDS};
-use super::detector::{CategoryState, PRIOR};
+use super::detector::{incident_key, CategoryState, PRIOR};
 use super::threads::{severity, Evidence, Snapshot, ThreadKey};
 use super::{Alert, AlertKind, DetectInput, Detector};
 use chrono::{DateTime, FixedOffset, TimeZone};
@@ -51,7 +52,9 @@ impl Detector {
         let thresholds = (self.config.burst_min_count, self.config.burst_min_score);
         let hot = self.hot((k, lambda), thresholds, oldest, input.occurred_at)?;
         let covered = self.incident_covers(district, |c| {
-            c.categories.get(input.category).is_some_and(|n| n * 3 >= c.size)
+            c.categories
+                .get(input.category)
+                .is_some_and(|n| n * 3 >= c.size || n * 2 >= k)
         });
         if covered {
             self.merged += 1;
@@ -74,13 +77,14 @@ impl Detector {
         input: &DetectInput,
     ) -> Option<Alert> {
         let secs = self.config.burst_window_secs;
-        let long_run = (f64::from(self.sketch.estimate(district, term)) - k as f64).max(0.0);
-        let lambda = self.expected_city(secs) * (long_run + PRIOR) / (self.city_events + 1.0);
+        let lambda = self.term_lambda(district, term, k, secs);
         let window_start = self.now_bucket() - self.config.buckets(secs) as i64 + 1;
         let thresholds = (self.config.burst_min_count, self.config.burst_min_score);
         let hot = self.hot((k, lambda), thresholds, window_start, input.occurred_at)?;
         let covered = self.incident_covers(district, |c| {
-            c.terms.get(term).is_some_and(|p| p.count * 3 >= c.size)
+            c.terms
+                .get(term)
+                .is_some_and(|p| p.count * 3 >= c.size || p.count * 2 >= k)
         });
         if covered {
             self.merged += 1;
@@ -115,7 +119,12 @@ impl Detector {
         }
         let oldest = state.alarmed_window.oldest().unwrap_or(now_bucket);
         let thresholds = (self.config.emotion_min_count, self.config.emotion_min_score);
-        let hot = self.hot((alarmed, all as f64 * usual), thresholds, oldest, input.occurred_at)?;
+        let hot = self.hot(
+            (alarmed, all as f64 * usual),
+            thresholds,
+            oldest,
+            input.occurred_at,
+        )?;
         if self.incident_covers(district, |_| true) {
             self.merged += 1;
             return None;
@@ -156,21 +165,17 @@ impl Detector {
         })
     }
 
-    /// Whether an active incident thread of the district satisfies `covers` on its cluster.
+    /// Whether an open cluster of the district whose incident thread is live — or resolved
+    /// but still in cooldown, its reports still in the windows — satisfies `covers`.
     fn incident_covers(&self, district: &str, covers: impl Fn(&Cluster) -> bool) -> bool {
         let Some(state) = self.districts.get(district) else {
             return false;
         };
-        self.threads
-            .active
-            .keys()
-            .filter(|k| k.kind == AlertKind::Incident && k.district == district)
-            .any(|k| {
-                state
-                    .clusters
-                    .iter()
-                    .any(|c| c.id == k.subject && covers(c))
-            })
+        let now = self.now.unwrap_or_default();
+        state.clusters.iter().any(|c| {
+            let key = incident_key(district, &c.id);
+            (self.threads.is_active(&key) || self.threads.in_cooldown(&key, now)) && covers(c)
+        })
     }
 
     /// What a burst thread says now: its figures plus the channels and samples gathered so far.
@@ -200,7 +205,8 @@ impl Detector {
             min_priority: input.priority,
             emotional_share: 0.0,
         };
-        let severity = severity(&evidence).max(previous.map_or(severity(&evidence), |p| p.severity));
+        let severity =
+            severity(&evidence).max(previous.map_or(severity(&evidence), |p| p.severity));
         Snapshot {
             severity,
             category: category.map(str::to_string),

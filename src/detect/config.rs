@@ -73,8 +73,8 @@ pub struct DetectConfig {
     /// After resolving, the same key (district and subject) does not fire again for this long.
     pub cooldown_secs: i64,
 
-    /// Districts tracked at once. When full, the district seen least recently that has no
-    /// live alert is forgotten; if all have live alerts the new district's events are dropped
+    /// Districts tracked at once. When full, the district with the fewest recent events that
+    /// has no live alert is forgotten (least recently seen among equals); if all have live alerts the new district's events are dropped
     /// from detection (counted in `district_overflow`).
     pub max_districts: usize,
     /// Open clusters per district; when full the least recently grown non-alerting cluster is
@@ -88,7 +88,8 @@ pub struct DetectConfig {
     pub max_terms_per_event: usize,
     /// Terms kept in a cluster's profile.
     pub max_cluster_terms: usize,
-    /// Count-min sketch width (counters per row); four rows.
+    /// Count-min sketch width (counters per row); four rows of 4-byte counters, so the
+    /// default takes 2 MiB whatever the vocabulary.
     pub sketch_width: usize,
     /// Resolved alerts kept for `recent_alerts`.
     pub max_recent_alerts: usize,
@@ -128,7 +129,7 @@ impl Default for DetectConfig {
             max_categories_per_district: 32,
             max_terms_per_event: 48,
             max_cluster_terms: 64,
-            sketch_width: 1 << 15,
+            sketch_width: 1 << 17,
             max_recent_alerts: 200,
         }
     }
@@ -175,7 +176,10 @@ impl DetectConfig {
             ("max_districts", self.max_districts),
             ("max_clusters_per_district", self.max_clusters_per_district),
             ("max_terms_per_district", self.max_terms_per_district),
-            ("max_categories_per_district", self.max_categories_per_district),
+            (
+                "max_categories_per_district",
+                self.max_categories_per_district,
+            ),
             ("max_terms_per_event", self.max_terms_per_event),
             ("max_cluster_terms", self.max_cluster_terms),
             ("sketch_width", self.sketch_width),

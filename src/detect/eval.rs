@@ -107,15 +107,25 @@ impl EvalAlertsReport {
 
     /// Threads beyond the first, summed over incidents.
     pub fn duplicate_threads(&self) -> usize {
-        self.incidents.iter().map(|i| i.threads.saturating_sub(1)).sum()
+        self.incidents
+            .iter()
+            .map(|i| i.threads.saturating_sub(1))
+            .sum()
     }
 
     pub fn missed(&self) -> usize {
-        self.incidents.iter().filter(|i| i.alerted_at.is_none()).count()
+        self.incidents
+            .iter()
+            .filter(|i| i.alerted_at.is_none())
+            .count()
     }
 
     pub fn median_delay_secs(&self) -> Option<f64> {
-        let mut delays: Vec<i64> = self.incidents.iter().filter_map(|i| i.delay_secs()).collect();
+        let mut delays: Vec<i64> = self
+            .incidents
+            .iter()
+            .filter_map(|i| i.delay_secs())
+            .collect();
         delays.sort_unstable();
         let n = delays.len();
         match n {
@@ -152,7 +162,8 @@ struct Injected {
 }
 
 pub fn evaluate_alerts_with(stages: &Stages, options: &EvalOptions) -> EvalAlertsReport {
-    let china = FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| panic!("+08:00 is a valid offset"));
+    let china =
+        FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| panic!("+08:00 is a valid offset"));
     let start = china
         .with_ymd_and_hms(2026, 11, 2, 0, 0, 0)
         .single()
@@ -212,7 +223,14 @@ pub fn evaluate_alerts_with(stages: &Stages, options: &EvalOptions) -> EvalAlert
     if let Some((last, _, _)) = stream.last() {
         alerts.extend(detector.advance_to(*last + Duration::hours(3)));
     }
-    score(options, stream.len(), events, alerts, injected, detector.stats())
+    score(
+        options,
+        stream.len(),
+        events,
+        alerts,
+        injected,
+        detector.stats(),
+    )
 }
 
 /// Places the incidents: after the first (warm-up) day, cycling through kinds and districts,
@@ -234,7 +252,8 @@ fn schedule(
             IncidentKind::FactorySmellAtNight => rng.random_range(0..4),
             _ => rng.random_range(7..21),
         };
-        let at = start + Duration::hours(day * 24 + hour) + Duration::minutes(rng.random_range(0..60));
+        let at =
+            start + Duration::hours(day * 24 + hour) + Duration::minutes(rng.random_range(0..60));
         let (low, high) = options.incident_reports;
         let count = rng.random_range(low.min(high)..=high.max(low));
         let span = Duration::minutes(options.incident_span_minutes);
@@ -268,8 +287,15 @@ fn score(
     mut injected: Vec<Injected>,
     stats: DetectorStats,
 ) -> EvalAlertsReport {
-    let firing: Vec<&Alert> = alerts.iter().filter(|a| a.status == AlertStatus::Firing).collect();
-    let threads = alerts.iter().map(|a| a.alert_id.as_str()).collect::<BTreeSet<_>>().len();
+    let firing: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Firing)
+        .collect();
+    let threads = alerts
+        .iter()
+        .map(|a| a.alert_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .len();
     let mut false_threads = Vec::new();
     let mut severity: BTreeMap<usize, Severity> = BTreeMap::new();
     for alert in firing {
@@ -330,7 +356,11 @@ impl fmt::Display for EvalAlertsReport {
         writeln!(
             f,
             "{} simulated days: {} records, {} events, {} alert messages in {} threads",
-            self.days, self.records, self.events, self.alerts.len(), self.threads
+            self.days,
+            self.records,
+            self.events,
+            self.alerts.len(),
+            self.threads
         )?;
         writeln!(f, "\nincident                  district  start             reports  5th report  alerted   delay  severity  threads")?;
         for i in &self.incidents {
@@ -346,19 +376,42 @@ impl fmt::Display for EvalAlertsReport {
                 i.reports,
                 time(i.fifth_report),
                 time(i.alerted_at),
-                i.delay_secs().map_or("MISSED".to_string(), |d| format!("{d}s")),
+                i.delay_secs()
+                    .map_or("MISSED".to_string(), |d| format!("{d}s")),
                 i.severity.map_or("-", Severity::as_str),
                 i.threads,
             )?;
         }
         writeln!(f)?;
-        let median = self.median_delay_secs().map_or("-".to_string(), |d| format!("{d:.0} s"));
+        let median = self
+            .median_delay_secs()
+            .map_or("-".to_string(), |d| format!("{d:.0} s"));
         let goal = |ok: bool| if ok { "ok" } else { "FAILED" };
-        writeln!(f, "incidents alerted:        {}/{}  [{}]", self.incidents.len() - self.missed(), self.incidents.len(), goal(self.missed() == 0))?;
-        writeln!(f, "median delay after 5th:   {median}  (goal ≤ 120 s) [{}]", goal(self.median_delay_secs().is_some_and(|d| d <= 120.0)))?;
+        writeln!(
+            f,
+            "incidents alerted:        {}/{}  [{}]",
+            self.incidents.len() - self.missed(),
+            self.incidents.len(),
+            goal(self.missed() == 0)
+        )?;
+        writeln!(
+            f,
+            "median delay after 5th:   {median}  (goal ≤ 120 s) [{}]",
+            goal(self.median_delay_secs().is_some_and(|d| d <= 120.0))
+        )?;
         writeln!(f, "precision:                {:.3}", self.precision())?;
-        writeln!(f, "false alerts per day:     {:.2}  (goal 0) [{}]", self.false_per_day(), goal(self.false_threads.is_empty()))?;
-        writeln!(f, "duplicate threads:        {}  (goal 0) [{}]", self.duplicate_threads(), goal(self.duplicate_threads() == 0))?;
+        writeln!(
+            f,
+            "false alerts per day:     {:.2}  (goal 0) [{}]",
+            self.false_per_day(),
+            goal(self.false_threads.is_empty())
+        )?;
+        writeln!(
+            f,
+            "duplicate threads:        {}  (goal 0) [{}]",
+            self.duplicate_threads(),
+            goal(self.duplicate_threads() == 0)
+        )?;
         for alert in &self.false_threads {
             writeln!(f, "  false: {alert}")?;
         }

@@ -17,8 +17,9 @@
 //! - [`sketch`]: bounded term statistics — a decaying count-min sketch for how common a term
 //!   is in a district, and space-saving windows for the recent counts of candidate terms.
 //! - [`cluster`]: incident clustering of near-duplicate reports within one district.
-//! - [`detector`]: the [`Detector`] — per-district state and the incident test; `bursts.rs`
-//!   holds the category, term and emotion tests, `time.rs` the watermark, decay and expiry.
+//! - [`detector`]: the [`Detector`] — per-district state and the flow of one event;
+//!   `incidents.rs` holds clustering and the incident test, `bursts.rs` the category, term and
+//!   emotion tests, `time.rs` the watermark, decay, expiry and the district cap.
 //! - [`threads`]: the alert lifecycle (firing → updated → resolved, cooldowns) and severity.
 //! - [`eval`]: the `eval-alerts` evaluation on generated traffic with injected incidents.
 
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod detector;
 pub mod eval;
+mod incidents;
 pub mod sketch;
 pub mod threads;
 mod time;

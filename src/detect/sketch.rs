@@ -45,9 +45,15 @@ impl CountMin {
         cells
     }
 
+    /// Conservative update: only the counters at the current minimum rise, which keeps
+    /// estimates far tighter under a flood of distinct terms and still never undercounts.
     pub fn add(&mut self, district: &str, term: &str) {
-        for cell in self.cells(district, term) {
-            self.counters[cell] = self.counters[cell].saturating_add(1);
+        let cells = self.cells(district, term);
+        let min = cells.iter().map(|&c| self.counters[c]).min().unwrap_or(0);
+        for cell in cells {
+            if self.counters[cell] == min {
+                self.counters[cell] = min.saturating_add(1);
+            }
         }
     }
 
@@ -96,6 +102,9 @@ pub struct TermWindows {
     len_buckets: usize,
     terms: HashMap<String, Tracked>,
     seq: u64,
+    /// Entries that had the smallest count at the last scan, last to be replaced first: a
+    /// flood of new terms then costs one scan per `capacity` replacements, not one each.
+    candidates: Vec<(u64, u64, String)>,
 }
 
 impl TermWindows {
@@ -105,6 +114,7 @@ impl TermWindows {
             len_buckets,
             terms: HashMap::new(),
             seq: 0,
+            candidates: Vec::new(),
         }
     }
 
@@ -115,14 +125,7 @@ impl TermWindows {
         if !self.terms.contains_key(term) {
             let mut error = 0;
             if self.terms.len() >= self.capacity {
-                // The smallest entry: linear in the capacity, which is small and fixed.
-                let smallest = self
-                    .terms
-                    .iter()
-                    .map(|(t, e)| (e.window.total(now, len), e.seq, t))
-                    .min()
-                    .map(|(count, _, t)| (count, t.clone()));
-                if let Some((count, victim)) = smallest {
+                if let Some((count, victim)) = self.victim(now) {
                     self.terms.remove(&victim);
                     error = count;
                 }
@@ -148,6 +151,38 @@ impl TermWindows {
             }
             None => 0,
         }
+    }
+
+    /// The entry to replace: the smallest window count, oldest first among equals. Candidates
+    /// from the last scan are used while they still hold that count.
+    fn victim(&mut self, now: i64) -> Option<(u64, String)> {
+        let len = self.len_buckets;
+        for _ in 0..2 {
+            while let Some((count, seq, term)) = self.candidates.pop() {
+                let current = self
+                    .terms
+                    .get(&term)
+                    .map(|e| (e.window.total(now, len), e.seq));
+                if current == Some((count, seq)) {
+                    return Some((count, term));
+                }
+            }
+            let smallest = self
+                .terms
+                .values()
+                .map(|e| e.window.total(now, len))
+                .min()?;
+            self.candidates = self
+                .terms
+                .iter()
+                .map(|(t, e)| (e.window.total(now, len), e.seq, t))
+                .filter(|(count, _, _)| *count == smallest)
+                .map(|(count, seq, t)| (count, seq, t.clone()))
+                .collect();
+            // Popped from the end: the oldest (smallest seq) goes first.
+            self.candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
+        }
+        None
     }
 
     /// Drops entries whose window is empty; called as time moves on.
@@ -196,7 +231,11 @@ mod tests {
         }
         small.halve();
         assert_eq!(small.estimate("芙蓉区", "爆管"), 4);
-        assert_eq!(small.estimate("雨花区", "爆管"), 0, "districts are separate keys");
+        assert_eq!(
+            small.estimate("雨花区", "爆管"),
+            0,
+            "districts are separate keys"
+        );
     }
 
     #[test]
@@ -211,7 +250,11 @@ mod tests {
             windows.add(&format!("noise{i}"), 100, 100);
         }
         assert!(windows.len() <= 16);
-        assert_eq!(windows.add("爆管", 101, 101), 6, "heavy term kept with an exact count");
+        assert_eq!(
+            windows.add("爆管", 101, 101),
+            6,
+            "heavy term kept with an exact count"
+        );
         // A newcomer that replaced a counted entry reports only its guaranteed part.
         assert_eq!(windows.add("停水", 101, 101), 1);
         windows.expire(200);

@@ -37,7 +37,8 @@ pub struct Snapshot {
     pub incident_id: Option<String>,
     /// The burst score (−log10 p) behind the thread.
     pub score: f64,
-    /// Terms that other bursts in the district may share to merge into this thread.
+    /// Terms another cluster or burst of the district may share to merge into this thread
+    /// (an incident's core terms, a term burst's term).
     pub merge_terms: BTreeSet<String>,
 }
 
@@ -113,7 +114,12 @@ fn kind_index(kind: AlertKind) -> usize {
 }
 
 impl Threads {
-    pub fn new(update_growth: f64, resolve_quiet_secs: i64, cooldown_secs: i64, max_recent: usize) -> Self {
+    pub fn new(
+        update_growth: f64,
+        resolve_quiet_secs: i64,
+        cooldown_secs: i64,
+        max_recent: usize,
+    ) -> Self {
         Threads {
             active: BTreeMap::new(),
             cooldown: BTreeMap::new(),
@@ -151,18 +157,32 @@ impl Threads {
     /// Records fresh evidence for `key`. Opens the thread (`firing`) when it is new and not in
     /// cooldown; sends `updated` when the count grew by the configured share, the severity
     /// rose or a channel joined; otherwise stays silent.
-    pub fn evidence(&mut self, key: ThreadKey, snap: Snapshot, now: DateTime<FixedOffset>) -> Option<Alert> {
+    pub fn evidence(
+        &mut self,
+        key: ThreadKey,
+        snap: Snapshot,
+        now: DateTime<FixedOffset>,
+    ) -> Option<Alert> {
         if let Some(thread) = self.active.get_mut(&key) {
             thread.last_hot = now;
             let grown = snap.count as f64 >= thread.sent.count as f64 * (1.0 + self.update_growth)
                 && snap.count >= thread.sent.count + 2;
             let worse = snap.severity > thread.sent.severity;
-            let joined = snap.channels.iter().any(|c| !thread.sent.channels.contains(c));
+            let joined = snap
+                .channels
+                .iter()
+                .any(|c| !thread.sent.channels.contains(c));
             thread.current = snap;
             if !(grown || worse || joined) {
                 return None;
             }
-            let alert = message(&thread.alert_id, &key, &thread.current, AlertStatus::Updated, now);
+            let alert = message(
+                &thread.alert_id,
+                &key,
+                &thread.current,
+                AlertStatus::Updated,
+                now,
+            );
             thread.sent = alert.clone();
             self.emitted_by_kind[kind_index(key.kind)][1] += 1;
             return Some(alert);
@@ -177,7 +197,10 @@ impl Threads {
         );
         let alert = message(&alert_id, &key, &snap, AlertStatus::Firing, now);
         self.emitted_by_kind[kind_index(key.kind)][0] += 1;
-        self.fired_by_severity[Severity::ALL.iter().position(|s| *s == snap.severity).unwrap_or(0)] += 1;
+        self.fired_by_severity[Severity::ALL
+            .iter()
+            .position(|s| *s == snap.severity)
+            .unwrap_or(0)] += 1;
         self.active.insert(
             key,
             Thread {
@@ -207,8 +230,16 @@ impl Threads {
             .collect();
         let mut alerts = Vec::new();
         for key in quiet {
-            let Some(thread) = self.active.remove(&key) else { continue };
-            let alert = message(&thread.alert_id, &key, &thread.current, AlertStatus::Resolved, now);
+            let Some(thread) = self.active.remove(&key) else {
+                continue;
+            };
+            let alert = message(
+                &thread.alert_id,
+                &key,
+                &thread.current,
+                AlertStatus::Resolved,
+                now,
+            );
             self.emitted_by_kind[kind_index(key.kind)][2] += 1;
             self.cooldown.insert(key, now + self.cooldown_for);
             self.recent.push_back(alert.clone());
@@ -226,7 +257,13 @@ impl Threads {
     }
 }
 
-fn message(alert_id: &str, key: &ThreadKey, snap: &Snapshot, status: AlertStatus, at: DateTime<FixedOffset>) -> Alert {
+fn message(
+    alert_id: &str,
+    key: &ThreadKey,
+    snap: &Snapshot,
+    status: AlertStatus,
+    at: DateTime<FixedOffset>,
+) -> Alert {
     Alert {
         alert_id: alert_id.to_string(),
         kind: key.kind,

@@ -99,7 +99,10 @@ impl Detector {
         let gap = Duration::seconds(config.cluster_gap_secs);
         let threads = &self.threads;
         for (name, state) in &mut self.districts {
-            state.all_window.expire(bucket, emotion);
+            // Also the district's volume for the term baselines of the other windows.
+            state
+                .all_window
+                .expire(bucket, emotion.max(burst).max(incident));
             state.alarmed_window.expire(bucket, emotion);
             for category in state.categories.values_mut() {
                 category.window.expire(bucket, burst);
@@ -113,8 +116,10 @@ impl Detector {
         }
     }
 
-    /// Makes room for `district`. When the table is full, the district seen least recently
-    /// that has no live alert thread is forgotten; `false` when every district has one.
+    /// Makes room for `district`. When the table is full, the district with the fewest
+    /// (decayed) events and no live alert thread is forgotten, least recently seen first among
+    /// equals — so a flood of made-up district names churns among itself while the real
+    /// districts, with their history, stay. `false` when every district has a live thread.
     pub(super) fn ensure_district(&mut self, district: &str, at: DateTime<FixedOffset>) -> bool {
         if self.districts.contains_key(district) {
             return true;
@@ -125,7 +130,12 @@ impl Detector {
                 .districts
                 .iter()
                 .filter(|(name, _)| !threads.active.keys().any(|k| &k.district == *name))
-                .min_by_key(|(name, state)| (state.last_seen, name.as_str()))
+                .min_by(|(a_name, a), (b_name, b)| {
+                    a.events
+                        .total_cmp(&b.events)
+                        .then(a.last_seen.cmp(&b.last_seen))
+                        .then(a_name.cmp(b_name))
+                })
                 .map(|(name, _)| name.clone());
             match victim {
                 Some(victim) => {

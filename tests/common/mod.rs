@@ -38,11 +38,14 @@ pub fn cluster_with_topics(
         &config.kafka.routed_topic,
         &config.kafka.triage_topic,
         &config.kafka.dlq_topic,
-        &config.kafka.events_topic,
         &config.kafka.alerts_topic,
     ] {
         cluster.create_topic(topic, 2, 1).expect("topic created");
     }
+    // Keyed by district: enough partitions that two instances each own several districts.
+    cluster
+        .create_topic(&config.kafka.events_topic, 6, 1)
+        .expect("topic created");
     (cluster, config)
 }
 

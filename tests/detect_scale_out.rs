@@ -1,0 +1,145 @@
+//! Detection scales out: two full instances (routing pipeline + detection task) in one consumer
+//! group on the embedded broker raise the same alert threads as one instance does on the same
+//! input. Events are re-keyed by district onto `citypulse.events`, so each instance owns a share
+//! of the districts.
+
+mod common;
+
+use chrono::{DateTime, FixedOffset, TimeZone};
+use citypulse::alert_feed::AlertFeed;
+use citypulse::config::PipelineConfig;
+use citypulse::demo::generator::{GeneratorConfig, IncidentKind, TrafficGenerator};
+use citypulse::detect::{Alert, AlertStatus};
+use citypulse::event::Channel;
+use citypulse::metrics::Metrics;
+use citypulse::{detection, pipeline};
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A stream in event-time order: background traffic over three hours across the districts, and
+/// two incidents in different districts.
+fn stream() -> Vec<(DateTime<FixedOffset>, Channel, Vec<u8>)> {
+    let start = FixedOffset::east_opt(8 * 3600)
+        .unwrap()
+        .with_ymd_and_hms(2026, 11, 25, 8, 0, 0)
+        .unwrap();
+    let mut generator = TrafficGenerator::new(GeneratorConfig {
+        seed: 11,
+        malformed_share: 0.0,
+        ..GeneratorConfig::default()
+    });
+    let mut records = Vec::new();
+    for i in 0..1800 {
+        let at = start + chrono::Duration::seconds(i * 6);
+        let record = generator.next_record(at);
+        records.push((at, record.channel, record.bytes));
+    }
+    for (kind, district, offset_minutes) in [
+        (IncidentKind::WaterMainBurst, "雨花区", 100),
+        (IncidentKind::GasSmell, "岳麓区", 130),
+    ] {
+        let begin = start + chrono::Duration::minutes(offset_minutes);
+        for (at, record) in
+            generator.incident(kind, district, begin, chrono::Duration::minutes(30), 16)
+        {
+            records.push((at, record.channel, record.bytes));
+        }
+    }
+    records.sort_by_key(|(at, _, _)| *at);
+    records
+}
+
+/// Alert threads as (alert id, statuses in order); `at` and counts depend on delivery timing
+/// only through the stream's order, which is kept per district.
+fn threads(alerts: &[Alert]) -> BTreeMap<String, Vec<AlertStatus>> {
+    let mut out: BTreeMap<String, Vec<AlertStatus>> = BTreeMap::new();
+    for alert in alerts {
+        out.entry(alert.alert_id.clone())
+            .or_default()
+            .push(alert.status);
+    }
+    out
+}
+
+/// Run `instances` full instances over the stream and return every alert they published.
+async fn run_instances(instances: usize) -> Vec<Alert> {
+    let (cluster, mut config) = cluster_with_topics(2);
+    config.kafka.group_id = format!("scale-{instances}-{}", rand::random::<u32>());
+    // Live ticks must not resolve anything: the test's event time is in the past.
+    config.detect.resolve_quiet_secs = 10 * 24 * 3600;
+    let feeds: Vec<AlertFeed> = (0..instances).map(|_| AlertFeed::new()).collect();
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for feed in &feeds {
+        let (config_a, config_b) = (config.clone(), config.clone());
+        let stages = stages(&config);
+        let metrics = Metrics::new();
+        let (stop_a, stop_b, feed) = (stop.clone(), stop.clone(), feed.clone());
+        tasks.push(tokio::spawn(async move {
+            pipeline::run(&config_a, stages, health(), stop_a)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+        tasks.push(tokio::spawn(async move {
+            detection::run(&config_b, feed, metrics, stop_b)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+    }
+    // Let both instances join before the records flow, so partitions are shared from the start.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let inputs: Vec<(String, Vec<u8>)> = stream()
+        .into_iter()
+        .map(|(_, channel, bytes)| (config.kafka.input_topics[channel.as_str()].clone(), bytes))
+        .collect();
+    // Paced, so the partitions of the internal topic are consumed at about the same event time.
+    for chunk in inputs.chunks(50) {
+        produce(&config.kafka.brokers, chunk).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.cancel();
+    for task in tasks {
+        task.await.unwrap().expect("instance stops cleanly");
+    }
+    let alerts = read_alerts(&config).await;
+    drop(cluster);
+    alerts
+}
+
+async fn read_alerts(config: &PipelineConfig) -> Vec<Alert> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", "alert-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&config.kafka.alerts_topic]).unwrap();
+    let mut alerts = Vec::new();
+    while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(6), consumer.recv()).await
+    {
+        alerts.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+    }
+    alerts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_raise_the_same_alert_threads_as_one() {
+    let one = run_instances(1).await;
+    let two = run_instances(2).await;
+    let (one_threads, two_threads) = (threads(&one), threads(&two));
+    assert!(
+        one.iter().any(|a| a.district.as_deref() == Some("雨花区")),
+        "the injected incident alerts: {one_threads:?}"
+    );
+    assert_eq!(
+        one_threads.keys().collect::<BTreeSet<_>>(),
+        two_threads.keys().collect::<BTreeSet<_>>(),
+        "the same threads"
+    );
+    assert_eq!(one_threads, two_threads, "the same lifecycle per thread");
+}
