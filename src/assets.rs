@@ -6,6 +6,8 @@
 
 use crate::config::{ModelsConfig, PipelineConfig};
 use crate::metrics::Metrics;
+use crate::model::relevance::RelevanceModel;
+use crate::model::sentiment::SentimentModel;
 use crate::model::{CategoryModel, ModelError};
 use crate::route::Router;
 use crate::stages::Stages;
@@ -14,6 +16,8 @@ use crate::text::segment::{SegmentError, Segmenter};
 use std::path::Path;
 
 pub const CATEGORY_MODEL: &[u8] = include_bytes!("../models/category.json");
+pub const SENTIMENT_MODEL: &[u8] = include_bytes!("../models/sentiment.json");
+pub const RELEVANCE_MODEL: &[u8] = include_bytes!("../models/relevance.json");
 pub const USER_DICT: &[u8] = include_bytes!("../models/user_dict.txt");
 pub const STOPWORDS: &[u8] = include_bytes!("../models/stopwords.txt");
 
@@ -69,6 +73,22 @@ pub fn load_category_model(models: &ModelsConfig) -> Result<CategoryModel, Model
     }
 }
 
+/// The emotion and polarity model named in the pipeline file, or the embedded one.
+pub fn load_sentiment_model(models: &ModelsConfig) -> Result<SentimentModel, ModelError> {
+    match &models.sentiment {
+        Some(path) => SentimentModel::load(path),
+        None => SentimentModel::from_slice(SENTIMENT_MODEL, "embedded models/sentiment.json"),
+    }
+}
+
+/// The relevance model named in the pipeline file, or the embedded one.
+pub fn load_relevance_model(models: &ModelsConfig) -> Result<RelevanceModel, ModelError> {
+    match &models.relevance {
+        Some(path) => RelevanceModel::load(path),
+        None => RelevanceModel::from_slice(RELEVANCE_MODEL, "embedded models/relevance.json"),
+    }
+}
+
 /// Everything the stages need, from the pipeline file.
 pub fn load_stages(
     config: &PipelineConfig,
@@ -77,6 +97,9 @@ pub fn load_stages(
 ) -> Result<Stages, AssetError> {
     let segmenter = load_segmenter(&config.models)?;
     let model = load_category_model(&config.models)?;
+    let sentiment = load_sentiment_model(&config.models)?;
+    let sentiment_segmenter = sentiment.segmenter_for(&config.models)?;
+    let relevance = load_relevance_model(&config.models)?;
     let router = Router::new(&config.routing);
     let unknown: Vec<String> = config
         .routing
@@ -103,6 +126,11 @@ pub fn load_stages(
         hasher,
         segmenter,
         model,
+        sentiment,
+        sentiment_segmenter,
+        relevance,
+        relevance_threshold: config.routing.relevance_threshold,
+        ignored_department: config.routing.ignored_department.clone(),
         router,
         max_keywords: config.routing.max_keywords,
         metrics,

@@ -51,8 +51,8 @@ pub fn detect_input<'a>(event: &'a Event, tokens: &'a [String]) -> DetectInput<'
         tokens,
         keywords: &event.keywords,
         priority: event.priority,
-        emotion: None,
-        relevant: true,
+        emotion: Some(&event.emotion),
+        relevant: event.route != crate::event::Route::Ignored,
     }
 }
 

@@ -137,6 +137,9 @@ pub enum Route {
     Routed,
     /// The model was not sure: sent to `citypulse.triage` for a person to route.
     Triage,
+    /// A social post that is not a report (chatter, ads, greetings): counted as public opinion
+    /// on `citypulse.ignored`, not sent to a department.
+    Ignored,
 }
 
 impl Route {
@@ -144,6 +147,7 @@ impl Route {
         match self {
             Route::Routed => "routed",
             Route::Triage => "triage",
+            Route::Ignored => "ignored",
         }
     }
 }
@@ -182,6 +186,13 @@ pub struct Event {
     pub department: String,
     /// 1 = life or safety at risk now … 4 = routine.
     pub priority: u8,
+    /// One of happy, angry, sad, fear, surprise, neutral.
+    pub emotion: String,
+    /// From -1 (negative) to 1 (positive); near 0 for neutral text.
+    pub sentiment: f32,
+    /// Probability that the message is a report or request for the government (1 for hotline
+    /// and 110 records, which always are).
+    pub relevance: f32,
     pub route: Route,
     pub source: Option<SourceRef>,
     /// Shared by every event about the same incident (near-duplicate reports in one district,

@@ -53,6 +53,7 @@ pub struct Metrics {
     pub events_in: IntCounterVec,
     pub routed: IntCounterVec,
     pub triaged: IntCounterVec,
+    pub ignored: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub skipped: IntCounterVec,
     pub stage_duration: HistogramVec,
@@ -97,6 +98,11 @@ impl Metrics {
         let triaged = counter_vec(
             "citypulse_triage_total",
             "Events sent to manual triage, by channel.",
+            &["channel"],
+        );
+        let ignored = counter_vec(
+            "citypulse_ignored_total",
+            "Social posts that are not reports (counted as public opinion, not routed), by channel.",
             &["channel"],
         );
         let dead_letters = counter_vec(
@@ -249,6 +255,7 @@ impl Metrics {
             events_in,
             routed,
             triaged,
+            ignored,
             dead_letters,
             skipped,
             stage_duration,
@@ -278,6 +285,7 @@ impl Metrics {
         for channel in Channel::ALL {
             self.events_in.with_label_values(&[channel.as_str()]);
             self.triaged.with_label_values(&[channel.as_str()]);
+            self.ignored.with_label_values(&[channel.as_str()]);
             self.skipped.with_label_values(&[channel.as_str()]);
         }
         for channel in Channel::ALL {
@@ -293,7 +301,7 @@ impl Metrics {
         for (_, district) in crate::channels::district::CHANGSHA_DISTRICTS {
             self.events_by_district.with_label_values(&[district]);
         }
-        for route in ["routed", "triage"] {
+        for route in ["routed", "triage", "ignored"] {
             self.category_confidence.with_label_values(&[route]);
         }
         for kind in crate::detect::AlertKind::ALL {

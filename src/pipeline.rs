@@ -78,6 +78,7 @@ struct PendingAck {
 struct OutputTopics {
     routed: String,
     triage: String,
+    ignored: String,
     dlq: String,
     /// The internal topic for detection, when detection runs.
     events: Option<String>,
@@ -143,6 +144,7 @@ pub async fn run(
     let outputs = OutputTopics {
         routed: config.kafka.routed_topic.clone(),
         triage: config.kafka.triage_topic.clone(),
+        ignored: config.kafka.ignored_topic.clone(),
         dlq: config.kafka.dlq_topic.clone(),
         events: config
             .pipeline
@@ -438,6 +440,7 @@ fn event_message(
     Ok(match event.route {
         Route::Routed => (outputs.routed.clone(), event.department.clone(), payload),
         Route::Triage => (outputs.triage.clone(), event.id.clone(), payload),
+        Route::Ignored => (outputs.ignored.clone(), event.id.clone(), payload),
     })
 }
 

@@ -1,9 +1,10 @@
 //! Urgency: a priority from 1 (life or safety at risk now) to 4 (routine).
 //!
-//! Pure rules applied by the stages after segmentation. The danger-word table is the one
-//! documented in the README; a later model refines the rest.
+//! Pure rules applied by the stages after classification, from the channel, the category, the
+//! emotion, danger words and (for Weibo) engagement. The table is in the README; tests below
+//! check every row.
 
-use crate::event::Channel;
+use crate::event::{Channel, Engagement};
 
 /// Words that mean life or property is in danger right now.
 pub const DANGER_WORDS: &[&str] = &[
@@ -33,21 +34,54 @@ pub const DANGER_WORDS: &[&str] = &[
 /// Kinds of 12345 report that ask for action rather than information.
 const ACTION_KINDS: &[&str] = &["投诉", "举报", "求助"];
 
+/// Categories where fear means a possible threat to public health.
+const PUBLIC_HEALTH_CATEGORIES: &[&str] = &["环境保护", "卫生计生"];
+
+/// Weibo reposts + comments from which a post is spreading (priority 3) or viral (with anger or
+/// fear: priority 2).
+const SPREADING: u64 = 100;
+const VIRAL: u64 = 1000;
+
+/// What the priority rules look at.
+#[derive(Debug, Clone, Copy)]
+pub struct PriorityFacts<'a> {
+    pub channel: Channel,
+    pub report_kind: Option<&'a str>,
+    pub category: &'a str,
+    /// `"angry"`, `"fear"`, … when an emotion model ran.
+    pub emotion: Option<&'a str>,
+    pub engagement: Option<Engagement>,
+    pub text: &'a str,
+}
+
 /// The priority of one event.
 ///
-/// | condition                                   | priority |
-/// |---------------------------------------------|----------|
-/// | a danger word in the text (any channel)     | 1        |
-/// | a 110 call without danger words             | 2        |
-/// | 12345 投诉 / 举报 / 求助                    | 3        |
-/// | everything else                             | 4        |
-pub fn priority(channel: Channel, report_kind: Option<&str>, text: &str) -> u8 {
-    if DANGER_WORDS.iter().any(|w| text.contains(w)) {
+/// | condition                                                                  | priority |
+/// |----------------------------------------------------------------------------|----------|
+/// | a danger word in the text (any channel)                                    | 1        |
+/// | a 110 call                                                                 | 2        |
+/// | fear about 环境保护 / 卫生计生 (a possible public-health threat)           | 2        |
+/// | a viral Weibo post (≥ 1000 reposts + comments) that is angry or fearful    | 2        |
+/// | a 12345 投诉 / 举报 / 求助                                                  | 3        |
+/// | an angry or fearful message                                                | 3        |
+/// | a spreading Weibo post (≥ 100 reposts + comments)                          | 3        |
+/// | everything else                                                            | 4        |
+pub fn priority(facts: &PriorityFacts) -> u8 {
+    let distressed = matches!(facts.emotion, Some("angry" | "fear"));
+    let reach = facts
+        .engagement
+        .map_or(0, |e| e.reposts.saturating_add(e.comments));
+    if DANGER_WORDS.iter().any(|w| facts.text.contains(w)) {
         1
-    } else if channel == Channel::Police110 {
+    } else if facts.channel == Channel::Police110
+        || (facts.emotion == Some("fear") && PUBLIC_HEALTH_CATEGORIES.contains(&facts.category))
+        || (facts.channel == Channel::Weibo && reach >= VIRAL && distressed)
+    {
         2
-    } else if channel == Channel::Hotline12345
-        && report_kind.is_some_and(|k| ACTION_KINDS.contains(&k))
+    } else if (facts.channel == Channel::Hotline12345
+        && facts.report_kind.is_some_and(|k| ACTION_KINDS.contains(&k)))
+        || distressed
+        || (facts.channel == Channel::Weibo && reach >= SPREADING)
     {
         3
     } else {
@@ -59,27 +93,96 @@ pub fn priority(channel: Channel, report_kind: Option<&str>, text: &str) -> u8 {
 mod tests {
     use super::*;
 
+    fn facts<'a>(channel: Channel, kind: Option<&'a str>, text: &'a str) -> PriorityFacts<'a> {
+        PriorityFacts {
+            channel,
+            report_kind: kind,
+            category: "城乡建设",
+            emotion: None,
+            engagement: None,
+            text,
+        }
+    }
+
     #[test]
     fn priority_table() {
-        let cases = [
+        let viral = Engagement {
+            reposts: 900,
+            comments: 300,
+            likes: 0,
+            followers: 10,
+        };
+        let spreading = Engagement {
+            reposts: 80,
+            comments: 40,
+            likes: 0,
+            followers: 10,
+        };
+        let cases: Vec<(PriorityFacts, u8)> = vec![
             (
-                Channel::Police110,
-                Some("报警"),
-                "小区三楼起火，有人被困",
+                facts(Channel::Police110, Some("报警"), "小区三楼起火，有人被困"),
                 1,
             ),
-            (Channel::Weibo, None, "路面坍塌了，大家绕行", 1),
-            (Channel::Police110, Some("报警"), "楼下有人吵架", 2),
-            (Channel::Hotline12345, Some("投诉"), "工地夜间施工噪音", 3),
-            (Channel::Hotline12345, Some("咨询"), "社保怎么转移", 4),
-            (Channel::Wechat, None, "路灯不亮", 4),
+            (facts(Channel::Weibo, None, "路面坍塌了，大家绕行"), 1),
+            (
+                facts(
+                    Channel::Hotline12345,
+                    Some("咨询"),
+                    "楼道里闻到煤气泄漏的味道",
+                ),
+                1,
+            ),
+            (facts(Channel::Police110, Some("报警"), "楼下有人吵架"), 2),
+            (
+                PriorityFacts {
+                    category: "环境保护",
+                    emotion: Some("fear"),
+                    ..facts(Channel::Wechat, None, "河水发黑发臭，孩子喝了会不会有事")
+                },
+                2,
+            ),
+            (
+                PriorityFacts {
+                    emotion: Some("angry"),
+                    engagement: Some(viral),
+                    ..facts(Channel::Weibo, None, "物业乱收费还打人")
+                },
+                2,
+            ),
+            (
+                facts(Channel::Hotline12345, Some("投诉"), "工地夜间施工噪音"),
+                3,
+            ),
+            (
+                PriorityFacts {
+                    emotion: Some("angry"),
+                    ..facts(Channel::Wechat, None, "等了三个月还没人处理")
+                },
+                3,
+            ),
+            (
+                PriorityFacts {
+                    engagement: Some(spreading),
+                    ..facts(Channel::Weibo, None, "这条路的红绿灯时间太短了")
+                },
+                3,
+            ),
+            (
+                PriorityFacts {
+                    engagement: Some(viral),
+                    emotion: Some("happy"),
+                    ..facts(Channel::Weibo, None, "新修的公园真漂亮")
+                },
+                3,
+            ),
+            (
+                facts(Channel::Hotline12345, Some("咨询"), "社保怎么转移"),
+                4,
+            ),
+            (facts(Channel::Wechat, None, "路灯不亮"), 4),
         ];
-        for (channel, kind, text, expected) in cases {
-            assert_eq!(
-                priority(channel, kind, text),
-                expected,
-                "{channel} {kind:?} {text}"
-            );
+        for (facts, expected) in cases {
+            assert_eq!(priority(&facts), expected, "{facts:?}");
         }
     }
 }

@@ -31,6 +31,7 @@ pub struct ProcessSummary {
     pub lines: u64,
     pub routed: u64,
     pub triaged: u64,
+    pub ignored: u64,
     pub skipped: u64,
     pub errors: u64,
     pub alerts: u64,
@@ -40,7 +41,7 @@ impl ProcessSummary {
     /// True when there was input and not one line of it was a good record: most likely the
     /// wrong `--channel` or the wrong file, which the exit code should say.
     pub fn nothing_good(&self) -> bool {
-        self.lines > 0 && self.routed + self.triaged + self.skipped == 0
+        self.lines > 0 && self.routed + self.triaged + self.ignored + self.skipped == 0
     }
 }
 
@@ -87,6 +88,7 @@ pub fn process_lines(
                         match event.route {
                             crate::event::Route::Routed => summary.routed += 1,
                             crate::event::Route::Triage => summary.triaged += 1,
+                            crate::event::Route::Ignored => summary.ignored += 1,
                         }
                         let alerts = match detector.as_deref_mut() {
                             Some(detector) => {

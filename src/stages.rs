@@ -7,9 +7,12 @@
 use crate::channels::{self, Decoded};
 use crate::event::{Channel, Event, Record, Route, SourceRef, SCHEMA_VERSION};
 use crate::metrics::{Metrics, Stage};
+use crate::model::relevance::RelevanceModel;
+use crate::model::sentiment::SentimentModel;
 use crate::model::CategoryModel;
-use crate::priority::priority;
-use crate::route::Router;
+use crate::priority::{priority, PriorityFacts};
+use crate::route::{RouteDecision, Router};
+use crate::text::emoticons::strip_emoticons;
 use crate::text::mask::{AuthorHasher, PiiMasker};
 use crate::text::segment::Segmenter;
 use chrono::{DateTime, FixedOffset};
@@ -46,6 +49,13 @@ pub struct Stages {
     pub hasher: AuthorHasher,
     pub segmenter: Segmenter,
     pub model: CategoryModel,
+    pub sentiment: SentimentModel,
+    /// The segmenter whose tokens the sentiment model reads, when they are not the content
+    /// tokens (it keeps stop words such as 不 and 吗 that carry sentiment).
+    pub sentiment_segmenter: Option<Segmenter>,
+    pub relevance: RelevanceModel,
+    pub relevance_threshold: f32,
+    pub ignored_department: String,
     pub router: Router,
     pub max_keywords: usize,
     pub metrics: Metrics,
@@ -110,31 +120,59 @@ impl Stages {
         let masked = self.mask(record);
         lap = self.lap(Stage::Mask, lap);
 
-        // Title and text together: a 12345 title often names the problem more plainly.
-        let segmented = match &masked.title {
-            Some(title) => self
-                .segmenter
-                .segment(&format!("{title}。{}", masked.text), self.max_keywords),
-            None => self.segmenter.segment(&masked.text, self.max_keywords),
+        // Title and text together: a 12345 title often names the problem more plainly. Weibo
+        // emoticons ([怒] …) are dropped for the models, which were trained without them.
+        let for_models = match &masked.title {
+            Some(title) => format!("{title}。{}", masked.text),
+            None => masked.text.clone(),
         };
+        let for_models = strip_emoticons(&for_models);
+        let segmented = self.segmenter.segment(&for_models, self.max_keywords);
+        let sentiment_tokens = self
+            .sentiment_segmenter
+            .as_ref()
+            .map(|segmenter| segmenter.segment(&for_models, 0).tokens);
         lap = self.lap(Stage::Segment, lap);
 
         let prediction = self.model.predict(&segmented.tokens);
+        let feeling = self
+            .sentiment
+            .predict(sentiment_tokens.as_deref().unwrap_or(&segmented.tokens));
+        // Hotline and 110 records are reports by definition; only social posts are scored.
+        let relevance = if channel.is_social() {
+            self.relevance.relevance(&segmented.tokens)
+        } else {
+            1.0
+        };
         lap = self.lap(Stage::Classify, lap);
 
-        let decision = self.router.decide(
-            channel,
-            masked.district.as_deref(),
-            &prediction.category,
-            prediction.confidence,
-        );
+        let decision = if relevance < self.relevance_threshold {
+            RouteDecision {
+                department: self.ignored_department.clone(),
+                route: Route::Ignored,
+            }
+        } else {
+            self.router.decide(
+                channel,
+                masked.district.as_deref(),
+                &prediction.category,
+                prediction.confidence,
+            )
+        };
         let event = Event {
             schema_version: SCHEMA_VERSION,
             id: format!("{}:{}", channel.as_str(), masked.native_id),
             channel,
             received_at,
             occurred_at: masked.occurred_at,
-            priority: priority(channel, masked.report_kind.as_deref(), &masked.text),
+            priority: priority(&PriorityFacts {
+                channel,
+                report_kind: masked.report_kind.as_deref(),
+                category: &prediction.category,
+                emotion: Some(feeling.emotion.as_str()),
+                engagement: masked.engagement,
+                text: &masked.text,
+            }),
             title: masked.title,
             text: masked.text,
             context: masked.context,
@@ -145,6 +183,9 @@ impl Stages {
             report_kind: masked.report_kind,
             engagement: masked.engagement,
             keywords: segmented.keywords,
+            emotion: feeling.emotion.as_str().to_string(),
+            sentiment: feeling.sentiment,
+            relevance,
             category: prediction.category,
             category_confidence: prediction.confidence,
             department: decision.department,
@@ -199,6 +240,14 @@ impl Stages {
         let metrics = &self.metrics;
         if let Outcome::Event { event, .. } = outcome {
             metrics
+                .emotions
+                .with_label_values(&[channel.as_str(), event.emotion.as_str()])
+                .inc();
+            metrics
+                .sentiment
+                .with_label_values(&[channel.as_str()])
+                .observe(f64::from(event.sentiment));
+            metrics
                 .events_by_district
                 .with_label_values(&[Metrics::district_label(event.district.as_deref())])
                 .inc();
@@ -214,6 +263,7 @@ impl Stages {
                     .with_label_values(&[event.department.as_str(), event.category.as_str()])
                     .inc(),
                 Route::Triage => metrics.triaged.with_label_values(&[channel.as_str()]).inc(),
+                Route::Ignored => metrics.ignored.with_label_values(&[channel.as_str()]).inc(),
             },
             Outcome::Skipped { .. } => metrics.skipped.with_label_values(&[channel.as_str()]).inc(),
             Outcome::DeadLetter(dead) => metrics

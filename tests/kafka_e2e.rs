@@ -104,9 +104,15 @@ async fn known_mix_comes_out_exactly_once_with_reasons_for_the_bad() {
                 event["department"].as_str(),
                 "routed key is the department"
             );
-        } else {
-            assert_eq!(message.topic, config.kafka.triage_topic);
+        } else if message.topic == config.kafka.triage_topic {
             assert_eq!(route, "triage");
+        } else {
+            assert_eq!(message.topic, config.kafka.ignored_topic);
+            assert_eq!(route, "ignored");
+            assert!(
+                id.starts_with("weibo:") || id.starts_with("wechat:"),
+                "only social posts are ignored"
+            );
         }
         if id.starts_with("110:") {
             assert_eq!(event["department"], "公安局指挥中心");
@@ -131,7 +137,7 @@ async fn known_mix_comes_out_exactly_once_with_reasons_for_the_bad() {
     assert_eq!(
         seen_ids.keys().cloned().collect::<BTreeSet<_>>(),
         good_ids,
-        "every good record routed or triaged"
+        "every good record routed, triaged or ignored"
     );
     assert!(
         seen_ids.values().all(|&n| n == 1),

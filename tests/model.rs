@@ -12,6 +12,9 @@ use citypulse::text::segment::Segmenter;
 
 const TINY: &str = "tests/fixtures/routing_tiny.tsv";
 const SHARED: &str = "../shared/data/routing";
+/// The `routing.triage_threshold` this model is meant to ship with: the lowest reported
+/// threshold whose out-of-fold accuracy reaches 97 %.
+const SHIPPED_TRIAGE_THRESHOLD: f32 = 0.9;
 
 fn toks(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
@@ -197,8 +200,37 @@ fn training_on_a_bad_file_names_file_and_line() {
     assert!(err.contains(&format!("{}:2:", data.display())), "{err}");
 }
 
-/// Cross-validation on the real training set. Needs an optimised build of the crate to stay
-/// within minutes (linfa's generic fitting code is compiled into this crate).
+#[test]
+fn older_format_version_asks_for_retraining() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = train_tiny(dir.path(), "m.json");
+    let mut v = json(&path);
+    // Version 2 was the hand-written SVM's file, with `c` instead of `alpha`.
+    v["format_version"] = serde_json::json!(2);
+    v["training"]["c"] = serde_json::json!(1.0);
+    write_json(&path, &v);
+    let err = load_err(&path);
+    assert!(err.contains("format_version is 2"), "{err}");
+    assert!(err.contains("retrain"), "{err}");
+}
+
+#[test]
+fn temperature_is_fitted_and_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = train_tiny(dir.path(), "m.json");
+    let t = json(&path)["temperature"]
+        .as_f64()
+        .expect("temperature stored");
+    assert!(t > 0.0 && t.is_finite() && t != 1.0, "{t}");
+}
+
+/// Cross-validation on the real training set with 3 folds (the shipped model's 5-fold run,
+/// `citypulse train`, takes about 2.5 min; this one about 2 min in a release build on 2 cores).
+/// Asserts floors a little under what this 3-fold run reaches (macro-F1 0.913, accuracy 0.918,
+/// ECE 0.013; at 0.90, 76.4 % auto-routed, 97.3 % right; `models/README.md` has the
+/// 5-fold figures: macro-F1 0.911, accuracy 0.917, ECE 0.010; at the shipped triage threshold
+/// 0.90, 77.2 % auto-routed and 97.6 % of those right), so that a regression fails it but a
+/// harmless change of rounding does not.
 #[test]
 fn real_data_cross_validates_above_bar() {
     let Some(data) = shared_data("routing_train_segmented.tsv") else {
@@ -211,8 +243,18 @@ fn real_data_cross_validates_above_bar() {
     let report = train_category_model(&opts).expect("trains");
     eprintln!("{report}");
     let cv = report.cv.expect("cross-validated");
-    assert!(cv.macro_f1 >= 0.89, "CV macro-F1 {}", cv.macro_f1);
-    assert!(cv.accuracy >= 0.90, "CV accuracy {}", cv.accuracy);
+    assert!(cv.macro_f1 >= 0.908, "CV macro-F1 {}", cv.macro_f1);
+    assert!(cv.accuracy >= 0.912, "CV accuracy {}", cv.accuracy);
+    assert!(cv.ece <= 0.02, "out-of-fold ECE {}", cv.ece);
+    let oof = report.out_of_fold.expect("pooled out-of-fold report");
+    let shipped = oof
+        .thresholds
+        .iter()
+        .find(|t| t.threshold == SHIPPED_TRIAGE_THRESHOLD)
+        .expect("shipped threshold is one of those reported");
+    assert!(shipped.accuracy >= 0.97, "{shipped:?}");
+    assert!(shipped.coverage >= 0.755, "{shipped:?}");
+    assert_eq!(cv.triage_threshold, Some(SHIPPED_TRIAGE_THRESHOLD));
 }
 
 /// The shipped model on raw messages, segmented by jieba-rs as the pipeline does. These rows
@@ -229,18 +271,45 @@ fn shipped_model_on_raw_sample() {
         Path::new("models/stopwords.txt"),
     )
     .expect("shipped dictionaries");
-    let examples: Vec<Labelled> = read_raw_sample(&raw)
-        .expect("raw sample parses")
+    let raw_rows = read_raw_sample(&raw).expect("raw sample parses");
+    let started = std::time::Instant::now();
+    let examples: Vec<Labelled> = raw_rows
         .into_iter()
         .map(|r| Labelled {
             tokens: segmenter.segment(&r.text, 0).tokens,
             label: r.label,
         })
         .collect();
+    let segmenting = started.elapsed();
+    // Best of a few rounds: the first one also pays for cold caches.
+    let classifying = (0..5)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            for e in &examples {
+                std::hint::black_box(model.predict(&e.tokens));
+            }
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    // A measurement, not an assertion: timing in a shared CI machine is too noisy to gate on.
+    eprintln!(
+        "per message: segmentation {:.1} µs, classification {:.1} µs ({:.0} %)",
+        segmenting.as_secs_f64() * 1e6 / examples.len() as f64,
+        classifying.as_secs_f64() * 1e6 / examples.len() as f64,
+        100.0 * classifying.as_secs_f64() / segmenting.as_secs_f64()
+    );
     assert_eq!(examples.len(), 322);
     let prior = model.predict(&[]);
     assert!(prior.confidence < 0.5, "{prior:?}");
+    let cv = model
+        .training_info()
+        .cv
+        .as_ref()
+        .expect("shipped with CV figures");
+    assert_eq!(cv.triage_threshold, Some(SHIPPED_TRIAGE_THRESHOLD));
     let report = evaluate(&model, &examples).expect("labels known");
     eprintln!("{report}");
-    assert!(report.accuracy >= 0.90, "{report}");
+    assert!(report.accuracy >= 0.95, "{report}");
+    assert!(report.macro_f1 >= 0.95, "{report}");
 }

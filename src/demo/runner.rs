@@ -58,6 +58,7 @@ struct Tally {
     by_channel: BTreeMap<String, u64>,
     latest: Vec<Event>,
     alerts: u64,
+    ignored: u64,
 }
 
 pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -74,6 +75,7 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
         &config.kafka.routed_topic,
         &config.kafka.triage_topic,
         &config.kafka.dlq_topic,
+        &config.kafka.ignored_topic,
         &config.kafka.events_topic,
         &config.kafka.alerts_topic,
     ] {
@@ -245,7 +247,8 @@ fn spawn_viewer(
     let triage = config.kafka.triage_topic.clone();
     let dlq = config.kafka.dlq_topic.clone();
     let alerts_topic = config.kafka.alerts_topic.clone();
-    consumer.subscribe(&[&routed, &triage, &dlq, &alerts_topic])?;
+    let ignored = config.kafka.ignored_topic.clone();
+    consumer.subscribe(&[&routed, &triage, &ignored, &dlq, &alerts_topic])?;
     let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
     let shared = tally.clone();
     let handle = tokio::spawn(async move {
@@ -299,6 +302,7 @@ fn spawn_viewer(
                         .or_default() += 1
                 }
                 Route::Triage => tally.triaged += 1,
+                Route::Ignored => tally.ignored += 1,
             }
             tally.latest.push(event);
             if tally.latest.len() > 4 {
@@ -337,9 +341,10 @@ fn print_summary(tally: &Tally, metrics: &Metrics) {
     let dead: u64 = tally.dead_letters_by_reason.values().sum();
     println!();
     println!(
-        "── {} ── read back from Kafka: {routed} routed, {} triage, {dead} dead letters, {} alert messages; in flight {}",
+        "── {} ── read back from Kafka: {routed} routed, {} triage, {} ignored (chatter), {dead} dead letters, {} alert messages; in flight {}",
         Utc::now().with_timezone(&china_standard_time()).format("%H:%M:%S"),
         tally.triaged,
+        tally.ignored,
         tally.alerts,
         metrics.in_flight.get(),
     );
@@ -366,9 +371,10 @@ fn print_summary(tally: &Tally, metrics: &Metrics) {
     for event in tally.latest.iter().rev() {
         let text: String = event.text.chars().take(40).collect();
         println!(
-            "  [{:>5}] P{} {:<6} → {} ({} {:.2}) {}: {}",
+            "  [{:>5}] P{} {:<6} {:<8} → {} ({} {:.2}) {}: {}",
             event.channel.as_str(),
             event.priority,
+            event.emotion,
             event.district.as_deref().unwrap_or("未知区县"),
             event.department,
             event.category,

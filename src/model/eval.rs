@@ -1,6 +1,6 @@
 //! Classification metrics for the category model: per-class precision/recall/F1, confusion
-//! matrix, accuracy, macro-F1, coverage and accuracy above confidence thresholds, and expected
-//! calibration error.
+//! matrix, accuracy, macro-F1, coverage and accuracy above confidence thresholds, a reliability
+//! table and the expected calibration error.
 //!
 //! Used by cross-validation during training and by `citypulse eval`. The threshold table is what
 //! an operator reads to choose the triage threshold (below it, events go to a person).
@@ -39,6 +39,19 @@ pub struct ThresholdMetrics {
     pub accuracy: f32,
 }
 
+/// One bin of the reliability table: predictions whose confidence is in `[lower, upper)` (the
+/// last bin includes 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBin {
+    pub lower: f32,
+    pub upper: f32,
+    pub count: usize,
+    /// Mean confidence in the bin (0 when empty).
+    pub confidence: f32,
+    /// Share right in the bin (0 when empty); calibrated means close to `confidence`.
+    pub accuracy: f32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
     pub examples: usize,
@@ -50,6 +63,8 @@ pub struct EvalReport {
     pub thresholds: Vec<ThresholdMetrics>,
     /// Expected calibration error over 10 equal-width confidence bins.
     pub ece: f32,
+    /// The bins the ECE is computed from.
+    pub reliability: Vec<ReliabilityBin>,
 }
 
 impl EvalReport {
@@ -136,6 +151,21 @@ impl EvalReport {
                 })
                 .sum::<f64>() as f32
         };
+        let reliability = bins
+            .iter()
+            .enumerate()
+            .map(|(i, &(count, right, conf_sum))| ReliabilityBin {
+                lower: i as f32 / ECE_BINS as f32,
+                upper: (i + 1) as f32 / ECE_BINS as f32,
+                count,
+                confidence: if count == 0 {
+                    0.0
+                } else {
+                    (conf_sum / count as f64) as f32
+                },
+                accuracy: ratio(right, count),
+            })
+            .collect();
         EvalReport {
             examples: n,
             accuracy: ratio(correct, n),
@@ -144,6 +174,7 @@ impl EvalReport {
             confusion,
             thresholds,
             ece,
+            reliability,
         }
     }
 }
@@ -260,6 +291,18 @@ impl fmt::Display for EvalReport {
                 t.threshold, t.coverage, t.accuracy
             )?;
         }
+        writeln!(
+            f,
+            "\nreliability (ECE {:.4})\n{:>11} {:>7} {:>10} {:>9}",
+            self.ece, "confidence", "count", "mean conf", "accuracy"
+        )?;
+        for b in self.reliability.iter().filter(|b| b.count > 0) {
+            writeln!(
+                f,
+                "  {:.1}–{:.1}  {:>7} {:>10.4} {:>9.4}",
+                b.lower, b.upper, b.count, b.confidence, b.accuracy
+            )?;
+        }
         Ok(())
     }
 }
@@ -315,6 +358,10 @@ mod tests {
         // Two examples in the 0.9 bin, one right: accuracy 0.5 vs confidence 0.9 → ECE 0.4.
         let r = EvalReport::from_predictions(&cats(), &[0, 0], &[(0, 0.9), (1, 0.9)]);
         assert!((r.ece - 0.4).abs() < 1e-6, "{}", r.ece);
+        let bin = &r.reliability[9];
+        assert_eq!((bin.count, bin.accuracy), (2, 0.5));
+        assert!((bin.confidence - 0.9).abs() < 1e-6);
+        assert_eq!(r.reliability.iter().map(|b| b.count).sum::<usize>(), 2);
     }
 
     #[test]

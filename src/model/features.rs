@@ -71,7 +71,7 @@ impl FeatureSettings {
             char_ngram_max: 2,
             max_chars: 4000,
             min_df: 2,
-            max_features: 8000,
+            max_features: 10000,
             selection: Selection::Chi2,
             sublinear_tf: true,
         }

@@ -3,13 +3,17 @@
 //!
 //! Sits after segmentation in the flow (`segment → classify → route`): it takes the content
 //! tokens produced by `text::segment` and returns a [`CategoryPrediction`]; routing sends
-//! low-confidence events to triage. The model is a multinomial logistic regression over TF-IDF
-//! features ([`features`]), fitted with linfa ([`train`]) and stored as JSON (format documented
-//! in `models/README.md`). Inference is a sparse dot product: no dense vector, no linfa.
+//! low-confidence events to triage. The model is a multinomial logistic regression fitted by
+//! linfa-logistic over TF-IDF features ([`features`], [`train`]) whose logits are turned into
+//! probabilities by a softmax with a temperature fitted on out-of-fold predictions, so that the confidence is calibrated; it is
+//! stored as JSON (format documented in `models/README.md`). Inference is a sparse dot product.
 
 pub mod data;
 pub mod eval;
 pub mod features;
+pub mod linear;
+pub mod relevance;
+pub mod sentiment;
 pub mod train;
 
 use std::collections::BTreeMap;
@@ -27,7 +31,7 @@ use features::{SparseVector, Vectorizer};
 /// Identifies the file kind, so that loading some other JSON fails with a clear message.
 const FORMAT_NAME: &str = "citypulse-category-model";
 /// Bumped when the file layout changes (independently of [`FEATURE_VERSION`]).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 3;
 /// A model file larger than this is refused: the shipped one is about 1 MB.
 const MAX_MODEL_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -72,22 +76,38 @@ pub struct TrainingInfo {
     pub rows: usize,
     pub seed: u64,
     pub folds: usize,
-    /// L2 regularisation strength given to linfa-logistic.
+    /// Which learner made the weights (see [`train`]).
+    pub classifier: String,
+    /// L2 regularisation strength of linfa-logistic (on the loss summed over rows).
     pub alpha: f32,
+    /// L-BFGS iteration cap per fit.
     pub max_iterations: u64,
+    /// L-BFGS gradient-norm tolerance.
+    pub gradient_tolerance: f32,
     /// RFC 3339, UTC.
     pub trained_at: String,
     /// Cross-validation figures; absent when trained without cross-validation.
     pub cv: Option<CvSummary>,
 }
 
-/// Mean cross-validation figures.
+/// Cross-validation figures: means over folds, and calibration figures of the pooled
+/// out-of-fold predictions (with the fitted temperature applied).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CvSummary {
     pub accuracy: f32,
     pub macro_f1: f32,
     pub per_class_f1: BTreeMap<String, f32>,
+    /// Expected calibration error of the out-of-fold confidences.
+    pub ece: f32,
+    /// Lowest confidence threshold (of [`eval::THRESHOLDS`]) at which the out-of-fold
+    /// predictions above it are at least [`train::TARGET_ROUTED_ACCURACY`] right; `None` when
+    /// no threshold reaches it. The value to ship as `routing.triage_threshold`.
+    pub triage_threshold: Option<f32>,
+    /// Share of messages at or above `triage_threshold` (auto-routed).
+    pub routed_share: f32,
+    /// Accuracy among those messages.
+    pub routed_accuracy: f32,
 }
 
 /// One vocabulary entry as stored: `[term, idf, [weight per category]]`.
@@ -103,6 +123,8 @@ pub(crate) struct ModelFile {
     pub features: FeatureSettings,
     pub training: TrainingInfo,
     pub categories: Vec<String>,
+    /// Margins are divided by this before the softmax (temperature scaling).
+    pub temperature: f32,
     pub intercepts: Vec<f32>,
     pub vocabulary: Vec<TermEntry>,
 }
@@ -113,6 +135,8 @@ pub struct CategoryModel {
     vectorizer: Vectorizer,
     /// Term-major weights: `weights[column * k + class]`, so one feature's weights are adjacent.
     weights: Vec<f32>,
+    /// Divides the margins before the softmax; fitted on out-of-fold predictions.
+    temperature: f32,
     training: TrainingInfo,
 }
 
@@ -140,7 +164,19 @@ impl CategoryModel {
             path: source.to_string(),
             message,
         };
-        let file: ModelFile = serde_json::from_slice(bytes)
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| err(format!("not a valid model file: {e}")))?;
+        // Format and version first: a file of another version fails on some renamed field, and
+        // "retrain" is the useful message, not the field's name.
+        let format = value.get("format").and_then(|v| v.as_str());
+        let version = value.get("format_version").and_then(|v| v.as_u64());
+        if format == Some(FORMAT_NAME) && version != Some(u64::from(FORMAT_VERSION)) {
+            return Err(err(format!(
+                "format_version is {}, this build reads {FORMAT_VERSION}; retrain the model",
+                version.map_or("absent".to_string(), |v| v.to_string())
+            )));
+        }
+        let file: ModelFile = serde_json::from_value(value)
             .map_err(|e| err(format!("not a valid model file: {e}")))?;
         Self::from_file(file).map_err(err)
     }
@@ -176,6 +212,9 @@ impl CategoryModel {
         if sorted.len() != k {
             return Err("categories are not distinct".into());
         }
+        if !(file.temperature.is_finite() && file.temperature > 0.0) {
+            return Err(format!("temperature {} not positive", file.temperature));
+        }
         if file.intercepts.len() != k || file.intercepts.iter().any(|v| !v.is_finite()) {
             return Err(format!("intercepts: expected {k} finite numbers"));
         }
@@ -201,6 +240,7 @@ impl CategoryModel {
             intercepts: file.intercepts,
             vectorizer,
             weights,
+            temperature: file.temperature,
             training: file.training,
         })
     }
@@ -218,8 +258,21 @@ impl CategoryModel {
     /// term (or no tokens) this is the softmax of the intercepts: the training prior, low
     /// confidence.
     pub fn predict_scores(&self, tokens: &[String]) -> Vec<f32> {
+        let mut z = self.margins(tokens);
+        self.calibrate(&mut z);
+        z
+    }
+
+    /// Raw per-category margins (before temperature and softmax): what cross-validation pools
+    /// to fit the temperature.
+    pub(crate) fn margins(&self, tokens: &[String]) -> Vec<f32> {
         let x = self.vectorizer.vectorize(tokens);
-        self.probabilities(&x)
+        self.linear(&x)
+    }
+
+    /// Margins → probabilities, in place.
+    pub(crate) fn calibrate(&self, z: &mut [f32]) {
+        calibrate(z, self.temperature);
     }
 
     /// Index of the best category and its probability.
@@ -228,7 +281,7 @@ impl CategoryModel {
         argmax(&scores)
     }
 
-    fn probabilities(&self, x: &SparseVector) -> Vec<f32> {
+    fn linear(&self, x: &SparseVector) -> Vec<f32> {
         let k = self.categories.len();
         let mut z = self.intercepts.clone();
         for (&column, &value) in x.indices.iter().zip(&x.values) {
@@ -237,7 +290,6 @@ impl CategoryModel {
                 *zc += value * w;
             }
         }
-        softmax(&mut z);
         z
     }
 
@@ -258,7 +310,7 @@ impl CategoryModel {
 }
 
 /// Index and value of the largest score; ties go to the first (stable across runs).
-fn argmax(scores: &[f32]) -> (usize, f32) {
+pub(crate) fn argmax(scores: &[f32]) -> (usize, f32) {
     scores
         .iter()
         .copied()
@@ -270,6 +322,14 @@ fn argmax(scores: &[f32]) -> (usize, f32) {
                 best
             }
         })
+}
+
+/// Softmax of `z / temperature`, in place.
+pub(crate) fn calibrate(z: &mut [f32], temperature: f32) {
+    for v in z.iter_mut() {
+        *v /= temperature;
+    }
+    softmax(z);
 }
 
 /// In-place softmax, shifted by the maximum so that large scores cannot overflow.
@@ -300,12 +360,15 @@ mod tests {
                 rows: 0,
                 seed: 0,
                 folds: 0,
+                classifier: "test".into(),
                 alpha: 1.0,
                 max_iterations: 1,
+                gradient_tolerance: 1e-3,
                 trained_at: String::new(),
                 cv: None,
             },
             categories: vec!["环境保护".into(), "交通运输".into()],
+            temperature: 1.0,
             intercepts: vec![0.1, -0.1],
             vocabulary: vec![
                 TermEntry("w:噪音".into(), 2.0, vec![3.0, -3.0]),
@@ -349,6 +412,28 @@ mod tests {
         let mut f = tiny_file();
         f.intercepts[0] = f32::NAN;
         assert!(CategoryModel::from_file(f).is_err());
+    }
+
+    #[test]
+    fn temperature_softens_confidence_without_changing_the_answer() {
+        let sharp = CategoryModel::from_file(tiny_file()).expect("valid model");
+        let mut f = tiny_file();
+        f.temperature = 4.0;
+        let soft = CategoryModel::from_file(f).expect("valid model");
+        let (a, b) = (sharp.predict(&toks("噪音")), soft.predict(&toks("噪音")));
+        assert_eq!(a.category, b.category);
+        assert!(
+            b.confidence < a.confidence && b.confidence > 0.5,
+            "{a:?} {b:?}"
+        );
+    }
+
+    #[test]
+    fn non_positive_temperature_is_refused() {
+        let mut f = tiny_file();
+        f.temperature = 0.0;
+        let err = CategoryModel::from_file(f).err().expect("must fail");
+        assert!(err.contains("temperature"), "{err}");
     }
 
     #[test]

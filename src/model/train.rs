@@ -1,14 +1,23 @@
 //! Training of the category model (`citypulse train`): read the segmented TSV, cross-validate,
-//! fit on all rows with linfa-logistic, write the compact model file.
+//! fit the temperature on the out-of-fold margins, fit on all rows, write the compact model file.
 //!
 //! Offline only; the streaming pipeline never trains. Each fit builds its own vocabulary from its
 //! training rows (so cross-validation does not peek at the held-out fold), turns documents into a
-//! dense matrix with the same [`Vectorizer`] inference uses, and fits a multinomial logistic
-//! regression. The coefficients are then copied into the sparse layout of [`CategoryModel`].
+//! dense `f32` matrix with the same [`Vectorizer`] inference uses, and fits a multinomial logistic
+//! regression with linfa-logistic (L-BFGS). The coefficients are then copied into the sparse
+//! layout of [`CategoryModel`]. linfa-logistic only takes dense records, so the cost of a fit
+//! grows with rows × vocabulary × iterations: the vocabulary cap, the iteration cap and the
+//! gradient tolerance are what keep `citypulse train` within minutes (`models/README.md` has
+//! the measured trade-off). Folds and the final fit are independent and run in parallel.
 //!
 //! linfa-logistic 0.8 ignores `Dataset` sample weights (its loss reads only records and
 //! targets), so there is no class weighting; the classes are imbalanced 1366 : 438 at worst and
 //! macro-F1 is reported so that the small classes are not hidden by accuracy.
+//!
+//! A regularised fit's probabilities are over- or under-confident depending on `alpha`:
+//! `softmax(logits / T)` is calibrated once the temperature `T` is fitted to minimise the
+//! log-loss of the pooled out-of-fold logits (temperature scaling, a one-parameter search).
+//! Without cross-validation there is nothing to fit `T` on, and 1 is stored.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +38,20 @@ use super::{
     TermEntry, TrainingInfo, CATEGORIES, FORMAT_NAME, FORMAT_VERSION,
 };
 
+/// The learner recorded in the model file.
+pub const CLASSIFIER: &str = "linfa-logistic-multinomial";
+
+/// Accuracy the auto-routed messages must reach: the recommended triage threshold is the lowest
+/// one whose out-of-fold accuracy is at least this.
+pub const TARGET_ROUTED_ACCURACY: f32 = 0.97;
+
+/// Default regularisation: see the experiments table in `models/README.md`.
+pub const ALPHA: f32 = 0.1;
+/// Default L-BFGS iteration cap.
+pub const MAX_ITERATIONS: u64 = 100;
+/// Default gradient-norm tolerance of L-BFGS.
+pub const GRADIENT_TOLERANCE: f32 = 1e-3;
+
 /// What to train on and how.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -40,10 +63,15 @@ pub struct TrainOptions {
     pub folds: usize,
     /// Seed of the fold assignment; fitting itself is deterministic.
     pub seed: u64,
-    /// L2 regularisation strength (linfa's `alpha`, applied to the summed loss).
+    /// L2 regularisation strength (linfa's `alpha`, applied to the loss summed over rows).
     pub alpha: f32,
     /// L-BFGS iteration cap per fit.
     pub max_iterations: u64,
+    /// L-BFGS stops early when the gradient norm falls below this.
+    pub gradient_tolerance: f32,
+    /// Feature extraction and vocabulary size. Only [`FeatureSettings::current`] gives a model
+    /// that loads; other values are for measuring alternatives by cross-validation.
+    pub features: FeatureSettings,
     /// Fits run at once (folds and the final fit are independent); 0 = available cores.
     pub threads: usize,
     /// No per-fold lines on stderr (progress bars still hide themselves off a terminal).
@@ -57,8 +85,10 @@ impl TrainOptions {
             out: out.into(),
             folds: 5,
             seed: 42,
-            alpha: 0.1,
-            max_iterations: 150,
+            alpha: ALPHA,
+            max_iterations: MAX_ITERATIONS,
+            gradient_tolerance: GRADIENT_TOLERANCE,
+            features: FeatureSettings::current(),
             threads: 0,
             quiet: false,
         }
@@ -82,6 +112,8 @@ pub struct TrainReport {
     pub folds: Vec<FoldReport>,
     /// Mean over folds; `None` without cross-validation.
     pub cv: Option<CvSummary>,
+    /// Fitted temperature (1 without cross-validation).
+    pub temperature: f32,
     /// All out-of-fold predictions pooled: confusion matrix, thresholds, calibration.
     pub out_of_fold: Option<EvalReport>,
     pub vocabulary_len: usize,
@@ -109,7 +141,27 @@ impl std::fmt::Display for TrainReport {
             )?;
         }
         if let Some(oof) = &self.out_of_fold {
-            writeln!(f, "\nout-of-fold predictions pooled:\n{oof}")?;
+            writeln!(
+                f,
+                "\nout-of-fold predictions pooled (temperature {:.4}):\n{oof}",
+                self.temperature
+            )?;
+        }
+        if let Some(cv) = &self.cv {
+            match cv.triage_threshold {
+                Some(t) => writeln!(
+                    f,
+                    "triage threshold to ship: {t:.2} (out of fold: {:.1} % auto-routed, {:.1} % of \
+                     them right)",
+                    cv.routed_share * 100.0,
+                    cv.routed_accuracy * 100.0
+                )?,
+                None => writeln!(
+                    f,
+                    "no threshold reaches {:.0} % accuracy out of fold",
+                    TARGET_ROUTED_ACCURACY * 100.0
+                )?,
+            }
         }
         writeln!(
             f,
@@ -279,12 +331,18 @@ fn fit(
         }
     }
     let y: Array1<usize> = rows.iter().map(|&r| corpus.classes[r]).collect();
-    let dataset = linfa::Dataset::new(x, y);
     let model = MultiLogisticRegression::<f32>::default()
         .alpha(opts.alpha)
         .max_iterations(opts.max_iterations)
-        .fit(&dataset)
+        .gradient_tolerance(opts.gradient_tolerance)
+        .fit(&linfa::Dataset::new(x, y))
         .map_err(|e| ModelError::Train(format!("linfa-logistic: {e}")))?;
+    if model.classes().len() != k {
+        return Err(ModelError::Train(format!(
+            "a fit saw {} of {k} categories",
+            model.classes().len()
+        )));
+    }
     // linfa orders its columns by sorted class value; map them back to category indices.
     let params = model.params();
     let mut intercepts = vec![0f32; k];
@@ -295,12 +353,6 @@ fn fit(
             weights[t * k + class] = params[[t, col]];
         }
     }
-    if model.classes().len() != k {
-        return Err(ModelError::Train(format!(
-            "a fit saw {} of {k} categories",
-            model.classes().len()
-        )));
-    }
     Ok((
         Fitted {
             vocabulary,
@@ -309,6 +361,59 @@ fn fit(
         },
         vectorizer,
     ))
+}
+
+/// Mean negative log-likelihood of the true classes under `softmax(margins / temperature)`.
+fn log_loss(margins: &[(Vec<f32>, usize)], temperature: f32) -> f64 {
+    let mut z = Vec::new();
+    let total: f64 = margins
+        .iter()
+        .map(|(m, truth)| {
+            z.clone_from(m);
+            super::calibrate(&mut z, temperature);
+            -f64::from(z[*truth].max(1e-12)).ln()
+        })
+        .sum();
+    total / margins.len().max(1) as f64
+}
+
+/// Temperature minimising the log-loss of out-of-fold margins. The loss is convex in 1/T, so a
+/// golden-section search over ln T in [e⁻⁶, e⁶] finds the minimum.
+fn fit_temperature(margins: &[(Vec<f32>, usize)]) -> f32 {
+    let ratio = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut lo, mut hi) = (-6f64, 6f64);
+    let loss = |ln_t: f64| log_loss(margins, ln_t.exp() as f32);
+    let mut a = hi - ratio * (hi - lo);
+    let mut b = lo + ratio * (hi - lo);
+    let (mut fa, mut fb) = (loss(a), loss(b));
+    for _ in 0..60 {
+        if fa <= fb {
+            hi = b;
+            b = a;
+            fb = fa;
+            a = hi - ratio * (hi - lo);
+            fa = loss(a);
+        } else {
+            lo = a;
+            a = b;
+            fa = fb;
+            b = lo + ratio * (hi - lo);
+            fb = loss(b);
+        }
+    }
+    round(((lo + hi) / 2.0).exp() as f32, 4)
+}
+
+/// The lowest threshold of [`super::eval::THRESHOLDS`] whose covered predictions reach
+/// [`TARGET_ROUTED_ACCURACY`], with its coverage and accuracy.
+fn triage_threshold(report: &EvalReport) -> (Option<f32>, f32, f32) {
+    report
+        .thresholds
+        .iter()
+        .find(|t| t.coverage > 0.0 && t.accuracy >= TARGET_ROUTED_ACCURACY)
+        .map_or((None, 0.0, 0.0), |t| {
+            (Some(t.threshold), t.coverage, t.accuracy)
+        })
 }
 
 /// Stratified fold of every row: each class is shuffled with the seed and dealt round-robin,
@@ -330,14 +435,15 @@ fn stratified_folds(classes: &[usize], k: usize, folds: usize, seed: u64) -> Vec
 
 /// Job `j < folds` is fold `j`'s fit and test; job `folds` is the final fit on all rows.
 enum JobResult {
-    Fold(FoldReport, Vec<(usize, (usize, f32))>, EvalReport),
+    /// The fold's figures, and the raw margins of its test rows.
+    Fold(FoldReport, Vec<(usize, Vec<f32>)>, EvalReport),
     Final(Fitted),
 }
 
 /// Trains, cross-validates and writes the model file. See [`TrainOptions`].
 pub fn train_category_model(opts: &TrainOptions) -> Result<TrainReport, ModelError> {
     let started = Instant::now();
-    let settings = FeatureSettings::current();
+    let settings = opts.features.clone();
     let docs = read_segmented_tsv(&opts.data)?;
     let data_bytes = std::fs::read(&opts.data).map_err(|e| ModelError::Io {
         path: opts.data.display().to_string(),
@@ -403,20 +509,31 @@ pub fn train_category_model(opts: &TrainOptions) -> Result<TrainReport, ModelErr
         }
         let (train_rows, test_rows): (Vec<usize>, Vec<usize>) =
             (0..n).partition(|&i| fold_of[i] != job);
+        let fit_started = Instant::now();
         let (fitted, vectorizer) = fit(&settings, &corpus, &train_rows, k, opts)?;
+        let fit_seconds = fit_started.elapsed().as_secs_f32();
         let model = CategoryModel {
             categories: categories.clone(),
             intercepts: fitted.intercepts,
             vectorizer,
             weights: fitted.weights,
+            temperature: 1.0,
             training: placeholder_info(),
         };
-        let predictions: Vec<(usize, (usize, f32))> = test_rows
+        let margins: Vec<(usize, Vec<f32>)> = test_rows
             .iter()
-            .map(|&r| (r, model.predict_index(&corpus.docs[r].tokens)))
+            .map(|&r| (r, model.margins(&corpus.docs[r].tokens)))
             .collect();
         let truth: Vec<usize> = test_rows.iter().map(|&r| corpus.classes[r]).collect();
-        let predicted: Vec<(usize, f32)> = predictions.iter().map(|p| p.1).collect();
+        // Per-fold figures need only the argmax, which the temperature does not change.
+        let predicted: Vec<(usize, f32)> = margins
+            .iter()
+            .map(|(_, m)| {
+                let mut p = m.clone();
+                model.calibrate(&mut p);
+                super::argmax(&p)
+            })
+            .collect();
         let report = EvalReport::from_predictions(&categories, &truth, &predicted);
         let fold = FoldReport {
             fold: job + 1,
@@ -425,10 +542,10 @@ pub fn train_category_model(opts: &TrainOptions) -> Result<TrainReport, ModelErr
             macro_f1: report.macro_f1,
         };
         say(format!(
-            "fold {}/{}: accuracy {:.4}, macro-F1 {:.4}",
+            "fold {}/{}: accuracy {:.4}, macro-F1 {:.4} (fit {fit_seconds:.1} s)",
             fold.fold, opts.folds, fold.accuracy, fold.macro_f1
         ));
-        Ok(JobResult::Fold(fold, predictions, report))
+        Ok(JobResult::Fold(fold, margins, report))
     };
 
     // Folds and the final fit are independent: spread them over the cores, job by job.
@@ -467,7 +584,7 @@ pub fn train_category_model(opts: &TrainOptions) -> Result<TrainReport, ModelErr
 
     let mut folds = Vec::new();
     let mut fold_reports = Vec::new();
-    let mut oof: Vec<Option<(usize, f32)>> = vec![None; n];
+    let mut oof: Vec<Option<Vec<f32>>> = vec![None; n];
     let mut final_fit = None;
     for result in results {
         match result? {
@@ -483,9 +600,24 @@ pub fn train_category_model(opts: &TrainOptions) -> Result<TrainReport, ModelErr
     }
     let fitted = final_fit.ok_or_else(|| ModelError::Train("final fit missing".into()))?;
 
-    let (cv, out_of_fold) = if fold_reports.is_empty() {
-        (None, None)
+    let (cv, out_of_fold, temperature) = if fold_reports.is_empty() {
+        (None, None, 1.0)
     } else {
+        let margins: Vec<(Vec<f32>, usize)> = oof
+            .into_iter()
+            .enumerate()
+            .filter_map(|(r, m)| m.map(|m| (m, corpus.classes[r])))
+            .collect();
+        let temperature = fit_temperature(&margins);
+        let (truth, predicted): (Vec<usize>, Vec<(usize, f32)>) = margins
+            .into_iter()
+            .map(|(mut z, t)| {
+                super::calibrate(&mut z, temperature);
+                (t, super::argmax(&z))
+            })
+            .unzip();
+        let pooled = EvalReport::from_predictions(&categories, &truth, &predicted);
+        let (triage_threshold, routed_share, routed_accuracy) = triage_threshold(&pooled);
         let m = fold_reports.len() as f32;
         let per_class_f1: BTreeMap<String, f32> = categories
             .iter()
@@ -499,18 +631,16 @@ pub fn train_category_model(opts: &TrainOptions) -> Result<TrainReport, ModelErr
             accuracy: round(fold_reports.iter().map(|r| r.accuracy).sum::<f32>() / m, 4),
             macro_f1: round(fold_reports.iter().map(|r| r.macro_f1).sum::<f32>() / m, 4),
             per_class_f1,
+            ece: round(pooled.ece, 4),
+            triage_threshold,
+            routed_share: round(routed_share, 4),
+            routed_accuracy: round(routed_accuracy, 4),
         };
-        let (truth, predicted): (Vec<usize>, Vec<(usize, f32)>) = oof
-            .iter()
-            .enumerate()
-            .filter_map(|(r, p)| p.map(|p| (corpus.classes[r], p)))
-            .unzip();
-        let pooled = EvalReport::from_predictions(&categories, &truth, &predicted);
         say(format!(
             "cross-validation mean: accuracy {:.4}, macro-F1 {:.4}",
             cv.accuracy, cv.macro_f1
         ));
-        (Some(cv), Some(pooled))
+        (Some(cv), Some(pooled), temperature)
     };
 
     let file = ModelFile {
@@ -526,12 +656,15 @@ pub fn train_category_model(opts: &TrainOptions) -> Result<TrainReport, ModelErr
             rows: n,
             seed: opts.seed,
             folds: opts.folds,
+            classifier: CLASSIFIER.to_string(),
             alpha: opts.alpha,
             max_iterations: opts.max_iterations,
+            gradient_tolerance: opts.gradient_tolerance,
             trained_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             cv: cv.clone(),
         },
         categories: categories.clone(),
+        temperature,
         intercepts: fitted.intercepts.iter().map(|&v| round(v, 4)).collect(),
         vocabulary: fitted
             .vocabulary
@@ -552,6 +685,7 @@ pub fn train_category_model(opts: &TrainOptions) -> Result<TrainReport, ModelErr
         categories,
         folds,
         cv,
+        temperature,
         out_of_fold,
         vocabulary_len: file.vocabulary.len(),
         model_path: opts.out.clone(),
@@ -568,8 +702,10 @@ fn placeholder_info() -> TrainingInfo {
         rows: 0,
         seed: 0,
         folds: 0,
+        classifier: CLASSIFIER.to_string(),
         alpha: 0.0,
         max_iterations: 0,
+        gradient_tolerance: 0.0,
         trained_at: String::new(),
         cv: None,
     }

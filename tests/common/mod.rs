@@ -38,6 +38,7 @@ pub fn cluster_with_topics(
         &config.kafka.routed_topic,
         &config.kafka.triage_topic,
         &config.kafka.dlq_topic,
+        &config.kafka.ignored_topic,
         &config.kafka.alerts_topic,
     ] {
         cluster.create_topic(topic, 2, 1).expect("topic created");
@@ -111,6 +112,7 @@ pub async fn read_outputs(
         .subscribe(&[
             &config.kafka.routed_topic,
             &config.kafka.triage_topic,
+            &config.kafka.ignored_topic,
             &config.kafka.dlq_topic,
         ])
         .expect("subscribe");
