@@ -98,7 +98,6 @@ pub fn load_stages(
     let segmenter = load_segmenter(&config.models)?;
     let model = load_category_model(&config.models)?;
     let sentiment = load_sentiment_model(&config.models)?;
-    let sentiment_segmenter = sentiment.segmenter_for(&config.models)?;
     let relevance = load_relevance_model(&config.models)?;
     let router = Router::new(&config.routing);
     let unknown: Vec<String> = config
@@ -127,7 +126,6 @@ pub fn load_stages(
         segmenter,
         model,
         sentiment,
-        sentiment_segmenter,
         relevance,
         relevance_threshold: config.routing.relevance_threshold,
         ignored_department: config.routing.ignored_department.clone(),

@@ -15,7 +15,7 @@ use crate::detect::{Alert, DetectInput, Detector};
 use crate::event::Event;
 use crate::kafka::offsets::PartitionKey;
 use crate::metrics::Metrics;
-use chrono::Utc;
+use chrono::{DateTime, FixedOffset, Utc};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// The internal topic's payload: the event and the content tokens detection clusters on.
@@ -161,15 +161,21 @@ pub async fn run(
     let mut detector = Detector::new(config.detect.clone());
     let mut generation = assignment.generation.load(Ordering::SeqCst);
     let mut next_offsets: HashMap<PartitionKey, i64> = HashMap::new();
+    // The newest event time seen, and when it arrived.
+    let mut latest_event: Option<(DateTime<FixedOffset>, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let message = tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {
-                // Live streams: let quiet alerts resolve even when no event arrives.
-                let now = Utc::now().with_timezone(&crate::pipeline::china_standard_time()) - lateness;
-                for alert in detector.advance_to(now) {
-                    publish(&producer, &alerts_topic, &feed, &metrics, alert).await;
+                // Let quiet alerts resolve when no event arrives: event time moves on from the
+                // latest event as fast as the wall clock since it arrived. Anchored to the events,
+                // not to the wall clock, so replaying an old stream works as a live one does.
+                if let Some((event_time, arrived)) = latest_event {
+                    let idle = chrono::Duration::from_std(arrived.elapsed()).unwrap_or_default();
+                    for alert in detector.advance_to(event_time + idle - lateness) {
+                        publish(&producer, &alerts_topic, &feed, &metrics, alert).await;
+                    }
                 }
                 commit(&consumer, &mut next_offsets);
                 report(&detector, &metrics);
@@ -188,6 +194,7 @@ pub async fn run(
             generation = current;
             detector = Detector::new(config.detect.clone());
             next_offsets.clear();
+            latest_event = None;
         }
         let key = PartitionKey {
             topic: message.topic().to_string(),
@@ -205,6 +212,10 @@ pub async fn run(
             .map(serde_json::from_slice::<InternalEvent>)
         {
             Some(Ok(internal)) => {
+                let occurred = internal.event.occurred_at;
+                if latest_event.is_none_or(|(latest, _)| occurred > latest) {
+                    latest_event = Some((occurred, Instant::now()));
+                }
                 let observation =
                     detector.observe(&detect_input(&internal.event, &internal.tokens));
                 if !replaying {

@@ -8,7 +8,7 @@ use crate::channels::{self, Decoded};
 use crate::event::{Channel, Event, Record, Route, SourceRef, SCHEMA_VERSION};
 use crate::metrics::{Metrics, Stage};
 use crate::model::relevance::RelevanceModel;
-use crate::model::sentiment::SentimentModel;
+use crate::model::sentiment::{SentimentModel, Tokens};
 use crate::model::CategoryModel;
 use crate::priority::{priority, PriorityFacts};
 use crate::route::{RouteDecision, Router};
@@ -50,9 +50,6 @@ pub struct Stages {
     pub segmenter: Segmenter,
     pub model: CategoryModel,
     pub sentiment: SentimentModel,
-    /// The segmenter whose tokens the sentiment model reads, when they are not the content
-    /// tokens (it keeps stop words such as 不 and 吗 that carry sentiment).
-    pub sentiment_segmenter: Option<Segmenter>,
     pub relevance: RelevanceModel,
     pub relevance_threshold: f32,
     pub ignored_department: String,
@@ -127,17 +124,16 @@ impl Stages {
             None => masked.text.clone(),
         };
         let for_models = strip_emoticons(&for_models);
+        // One cut serves every model: content tokens for category and relevance, the words
+        // with stop words kept for sentiment when its model was trained on those.
         let segmented = self.segmenter.segment(&for_models, self.max_keywords);
-        let sentiment_tokens = self
-            .sentiment_segmenter
-            .as_ref()
-            .map(|segmenter| segmenter.segment(&for_models, 0).tokens);
         lap = self.lap(Stage::Segment, lap);
 
         let prediction = self.model.predict(&segmented.tokens);
-        let feeling = self
-            .sentiment
-            .predict(sentiment_tokens.as_deref().unwrap_or(&segmented.tokens));
+        let feeling = self.sentiment.predict(match self.sentiment.tokens() {
+            Tokens::Words => &segmented.words,
+            Tokens::Content => &segmented.tokens,
+        });
         // Hotline and 110 records are reports by definition; only social posts are scored.
         let relevance = if channel.is_social() {
             self.relevance.relevance(&segmented.tokens)

@@ -63,7 +63,7 @@ impl fmt::Debug for RelevanceModel {
 
 impl RelevanceModel {
     /// Below this score a social post is not routed to a department (see `models/README.md`).
-    pub const DEFAULT_THRESHOLD: f32 = 0.5;
+    pub const DEFAULT_THRESHOLD: f32 = 0.3;
 
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let bytes = linear::read_bounded(path, MAX_MODEL_BYTES).map_err(|e| ModelError::Load {

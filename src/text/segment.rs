@@ -41,6 +41,9 @@ pub struct Segmented {
     /// Content tokens in order: stop words, digits, punctuation and whitespace removed — the same
     /// filtering as the training data, so these are the model's input.
     pub tokens: Vec<String>,
+    /// The same cut with stop words kept (punctuation, whitespace and numbers still dropped):
+    /// negations and particles (不, 没有, 吗, 怕 …) carry the sentiment of a short post.
+    pub words: Vec<String>,
     /// The most informative tokens (TF-IDF), best first, at most `max_keywords`.
     pub keywords: Vec<String>,
 }
@@ -231,6 +234,11 @@ impl Segmenter {
     ///
     /// The trainer should apply this to the published training tokens as well.
     pub fn is_content(&self, token: &str) -> bool {
+        self.is_word(token) && !self.stopwords.contains(token)
+    }
+
+    /// Whether a token is a word at all: [`Segmenter::is_content`] without the stop-word test.
+    pub fn is_word(&self, token: &str) -> bool {
         let mut chars = token.chars();
         let Some(first) = chars.next() else {
             return false;
@@ -242,7 +250,7 @@ impl Segmenter {
                 CharClass::Digit => self.keep_digits,
                 CharClass::Other => false,
             };
-            return keep && !self.stopwords.contains(token);
+            return keep;
         }
         let mut any_letter = false;
         let mut any_digit = false;
@@ -256,8 +264,7 @@ impl Segmenter {
                 CharClass::Other => {}
             }
         }
-        let keep = any_letter || (any_digit && self.keep_digits);
-        keep && !self.stopwords.contains(token)
+        any_letter || (any_digit && self.keep_digits)
     }
 
     /// Cuts `text` once (HMM on), keeps the content tokens and ranks at most `max_keywords`
@@ -265,10 +272,17 @@ impl Segmenter {
     pub fn segment(&self, text: &str, max_keywords: usize) -> Segmented {
         let cut = self.jieba.cut(text, true);
         let mut kept: Vec<&str> = Vec::with_capacity(cut.len());
-        kept.extend(cut.iter().map(|t| t.word).filter(|w| self.is_content(w)));
+        let mut words: Vec<String> = Vec::with_capacity(cut.len());
+        for word in cut.iter().map(|t| t.word).filter(|w| self.is_word(w)) {
+            if !self.stopwords.contains(word) {
+                kept.push(word);
+            }
+            words.push(word.to_string());
+        }
         let keywords = self.keywords(&kept, max_keywords);
         Segmented {
             tokens: kept.iter().map(|w| (*w).to_string()).collect(),
+            words,
             keywords,
         }
     }
