@@ -148,6 +148,10 @@ pub async fn run(
     let assignment = Arc::new(Assignment::default());
     let mut client = crate::kafka::consumer_config(&config.kafka);
     client.set("group.id", format!("{}-detect", config.kafka.group_id));
+    // Small fetches per partition, so that when detection catches up on a backlog (a restart,
+    // a rebalance) the districts' partitions are read interleaved and event time moves forward
+    // evenly: detection drops events more than the allowed lateness behind the newest one.
+    client.set("max.partition.fetch.bytes", "16384");
     let consumer: StreamConsumer<DetectionContext> =
         client.create_with_context(DetectionContext {
             assignment: assignment.clone(),
@@ -287,6 +291,13 @@ fn commit(consumer: &StreamConsumer<DetectionContext>, next: &mut HashMap<Partit
 
 fn report(detector: &Detector, metrics: &Metrics) {
     let stats = detector.stats();
+    tracing::debug!(
+        observed = stats.events_observed,
+        late = stats.late_dropped,
+        future = stats.future_dropped,
+        districts = stats.districts,
+        "detection state"
+    );
     metrics.active_incidents.set(stats.active_incidents as i64);
     for (kind, active) in crate::detect::AlertKind::ALL
         .iter()

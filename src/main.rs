@@ -67,9 +67,10 @@ enum Command {
         duration: Option<u64>,
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: SocketAddr,
-        /// Generated records per second over the four channels.
-        #[arg(long, default_value_t = 20.0)]
-        rate: f64,
+        /// The simulated clock runs this many times faster than the wall clock (traffic is
+        /// ~200 records per simulated hour, after a replayed day of history).
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
@@ -192,7 +193,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo {
             duration,
             listen,
-            rate,
+            speed,
             seed,
         } => {
             let shutdown = shutdown_on_signals();
@@ -200,7 +201,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 DemoOptions {
                     duration: duration.map(Duration::from_secs),
                     listen,
-                    rate,
+                    speed,
                     seed,
                     summary_every: Duration::from_secs(3),
                 },

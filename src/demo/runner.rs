@@ -8,7 +8,9 @@
 use crate::alert_feed::AlertFeed;
 use crate::assets;
 use crate::config::PipelineConfig;
-use crate::demo::generator::{GeneratorConfig, IncidentKind, TrafficGenerator};
+use crate::demo::generator::{
+    daily_rhythm, GeneratedRecord, GeneratorConfig, IncidentKind, TrafficGenerator,
+};
 use crate::detect::Alert;
 use crate::detection;
 use crate::event::{Channel, Event, Route};
@@ -42,8 +44,8 @@ pub struct DemoOptions {
     /// Stop after this long; `None` runs until Ctrl-C.
     pub duration: Option<Duration>,
     pub listen: SocketAddr,
-    /// Generated records per second over all channels.
-    pub rate: f64,
+    /// How many times faster than the wall clock the simulated event clock runs.
+    pub speed: f64,
     pub seed: u64,
     /// Print the live summary every this often.
     pub summary_every: Duration,
@@ -133,6 +135,20 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
         tokio::spawn(async move { detection::run(&config, alerts, metrics, stop).await })
     };
     let traffic_stop = shutdown.child_token();
+    // Traffic starts once both consumer groups have their partitions: a backlog would be read
+    // one partition at a time, out of event-time order, and detection drops late events.
+    let ready = health.clone();
+    let wait_for_groups = async move {
+        for _ in 0..300 {
+            if ready.not_ready_reasons().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    };
+    println!("citypulse demo: waiting for the consumer groups to form …");
+    wait_for_groups.await;
     let traffic = spawn_traffic(&config, &options, traffic_stop.clone())?;
     let viewer_stop = shutdown.child_token();
     let (viewer, tally) = spawn_viewer(&config, viewer_stop.clone())?;
@@ -175,7 +191,15 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
     result.map_err(Into::into)
 }
 
-/// Produce generated records at the configured rate, with an incident shortly after start.
+/// Generated records per hour of event time, on average over the day (the mid-morning peak is
+/// about 1.8 times this): a city of a few million on four channels, and the rate the detection
+/// defaults are tuned for.
+const RECORDS_PER_HOUR: f64 = 200.0;
+
+/// Produce traffic on a simulated clock running `options.speed` times faster than the wall
+/// clock, so a demo of a few minutes shows what a dispatcher sees over hours: first a day of
+/// history (so detection has learned each district's normal volume and words), then live
+/// traffic with an incident — a water main bursting in 雨花区, reported on every channel.
 fn spawn_traffic(
     config: &PipelineConfig,
     options: &DemoOptions,
@@ -190,38 +214,19 @@ fn spawn_traffic(
         seed: options.seed,
         ..GeneratorConfig::default()
     });
-    let period = Duration::from_secs_f64(1.0 / options.rate.max(0.1));
+    let speed = options.speed.max(1.0);
     Ok(tokio::spawn(async move {
         let cst = china_standard_time();
-        let started = Utc::now().with_timezone(&cst);
-        // A burst water main in 雨花区, reported on every channel over the demo's first minute.
-        let mut incident = generator.incident(
-            IncidentKind::WaterMainBurst,
-            "雨花区",
-            started + chrono::Duration::seconds(15),
-            chrono::Duration::seconds(60),
-            24,
-        );
-        incident.sort_by_key(|(at, _)| *at);
-        let mut incident = incident.into_iter().peekable();
-        let mut ticker = tokio::time::interval(period);
-        while !stop.is_cancelled() {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = ticker.tick() => {}
-            }
-            let now = Utc::now().with_timezone(&cst);
-            let mut due = vec![generator.next_record(now)];
-            while let Some((_, record)) = incident.next_if(|(at, _)| *at <= now) {
-                due.push(record);
-            }
-            for record in due {
-                let Some(topic) = topics.get(&record.channel) else {
-                    continue;
-                };
+        let wall_start = std::time::Instant::now();
+        let live_start = Utc::now().with_timezone(&cst);
+        let send = |record: GeneratedRecord| {
+            let producer = producer.clone();
+            let topic = topics.get(&record.channel).cloned();
+            async move {
+                let Some(topic) = topic else { return };
                 let sent = producer
                     .send(
-                        FutureRecord::<(), _>::to(topic).payload(&record.bytes),
+                        FutureRecord::<(), _>::to(&topic).payload(&record.bytes),
                         Duration::from_secs(5),
                     )
                     .await;
@@ -229,8 +234,69 @@ fn spawn_traffic(
                     tracing::warn!(%error, "demo traffic could not be produced");
                 }
             }
+        };
+        // Yesterday, as fast as the broker takes it.
+        let mut at = live_start - chrono::Duration::hours(24);
+        let mut history = Vec::new();
+        while at < live_start {
+            history.push(generator.next_record(at));
+            at += next_gap(at, 1.0);
+        }
+        println!(
+            "citypulse demo: replaying {} records of the past 24 hours …",
+            history.len()
+        );
+        // In small steps of event time, so every channel (and so every partition of the
+        // internal topic) moves forward together: detection drops events that arrive more than
+        // its allowed lateness behind the newest one.
+        let mut history = history.into_iter().peekable();
+        while history.peek().is_some() {
+            futures::future::join_all(history.by_ref().take(8).map(send)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if stop.is_cancelled() {
+                return;
+            }
+        }
+        println!("citypulse demo: live, simulated clock at {speed}× (an incident starts in a few seconds)");
+        let mut incident = generator.incident(
+            IncidentKind::WaterMainBurst,
+            "雨花区",
+            live_start + chrono::Duration::minutes(5),
+            chrono::Duration::minutes(30),
+            24,
+        );
+        incident.sort_by_key(|(at, _)| *at);
+        let mut incident = incident.into_iter().peekable();
+        let mut next_background = live_start;
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        while !stop.is_cancelled() {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let elapsed =
+                chrono::Duration::from_std(wall_start.elapsed().mul_f64(speed)).unwrap_or_default();
+            let now = live_start + elapsed;
+            let mut due = Vec::new();
+            while next_background <= now {
+                due.push(generator.next_record(next_background));
+                next_background += next_gap(next_background, 1.0);
+            }
+            while let Some((_, record)) = incident.next_if(|(at, _)| *at <= now) {
+                due.push(record);
+            }
+            for record in due {
+                send(record).await;
+            }
         }
     }))
+}
+
+/// Event time to the next background record: Poisson-like spacing at the daily rhythm.
+fn next_gap(at: chrono::DateTime<chrono::FixedOffset>, scale: f64) -> chrono::Duration {
+    use chrono::Timelike;
+    let per_hour = RECORDS_PER_HOUR * daily_rhythm(at.hour()) * scale;
+    chrono::Duration::milliseconds((3_600_000.0 / per_hour.max(1.0)) as i64)
 }
 
 /// The dispatcher's view: read the output topics back and tally them.
