@@ -42,8 +42,10 @@ const HEALTH_ALERTS: [&str; 5] = [
     "CitypulseDeliveryFailures",
     "CitypulseOffsetCommitsFailing",
 ];
-/// Alerts the demo's injected incident must raise.
-const DEMO_ALERTS: [&str; 2] = ["CitypulseAlertActive", "CitypulseCriticalAlertFired"];
+/// Alerts the demo's injected incident must raise. Its severity (critical or warning) depends on
+/// which channels have reported when it fires, so `CitypulseCriticalAlertFired` is only required
+/// to load, evaluate and answer with data, like every other rule.
+const DEMO_ALERTS: [&str; 1] = ["CitypulseAlertActive"];
 
 fn repo(path: &str) -> PathBuf {
     Path::new(ROOT).join(path)
@@ -713,7 +715,6 @@ fn prometheus_answers_every_dashboard_and_rule_expression() {
         "citypulse_dead_letters_total",
         r#"count_over_time(up{job="citypulse"}[1m]) >= 10"#,
         r#"ALERTS{alertname="CitypulseAlertActive", alertstate="firing"}"#,
-        r#"ALERTS{alertname="CitypulseCriticalAlertFired", alertstate="firing"}"#,
     ];
     let mut missing: Vec<&str> = preconditions.to_vec();
     let settled = wait_until(Duration::from_secs(100), || {
