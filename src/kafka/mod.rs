@@ -50,14 +50,7 @@ impl ConsumerContext for PipelineContext {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
-        let keys: Vec<PartitionKey> = revoked
-            .elements()
-            .iter()
-            .map(|e| PartitionKey {
-                topic: e.topic().to_string(),
-                partition: e.partition(),
-            })
-            .collect();
+        let keys = partition_keys(revoked);
         let mut tracker = lock(&self.tracker);
         let finished: Vec<(PartitionKey, i64)> = tracker
             .committable()
@@ -99,17 +92,21 @@ impl ConsumerContext for PipelineContext {
             tracing::warn!(%error, partitions = offsets.count(), "offset commit failed; retried at the next interval");
             // Forget that these were committed so the next interval sends them again.
             let mut tracker = lock(&self.tracker);
-            let keys: Vec<PartitionKey> = offsets
-                .elements()
-                .iter()
-                .map(|e| PartitionKey {
-                    topic: e.topic().to_string(),
-                    partition: e.partition(),
-                })
-                .collect();
+            let keys = partition_keys(offsets);
             tracker.commit_failed(&keys);
         }
     }
+}
+
+/// The partitions of a librdkafka list, as owned keys.
+fn partition_keys(list: &TopicPartitionList) -> Vec<PartitionKey> {
+    list.elements()
+        .iter()
+        .map(|e| PartitionKey {
+            topic: e.topic().to_string(),
+            partition: e.partition(),
+        })
+        .collect()
 }
 
 /// Lock the tracker. A poisoned lock means a thread panicked while holding it; the tracker's

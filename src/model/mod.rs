@@ -129,6 +129,27 @@ pub(crate) struct ModelFile {
     pub vocabulary: Vec<TermEntry>,
 }
 
+/// The check every model file starts with: its format name and version must be the ones this
+/// build reads. The message names both, so an operator knows to retrain or upgrade.
+pub(crate) fn check_format(
+    format: &str,
+    version: u32,
+    expected_format: &str,
+    expected_version: u32,
+) -> Result<(), String> {
+    if format != expected_format {
+        return Err(format!(
+            "format is {format:?}, expected {expected_format:?}"
+        ));
+    }
+    if version != expected_version {
+        return Err(format!(
+            "format_version is {version}, this build reads {expected_version}"
+        ));
+    }
+    Ok(())
+}
+
 pub struct CategoryModel {
     categories: Vec<String>,
     intercepts: Vec<f32>,
@@ -183,18 +204,12 @@ impl CategoryModel {
 
     /// Validates a parsed file; the error text names the offending part.
     pub(crate) fn from_file(file: ModelFile) -> Result<Self, String> {
-        if file.format != FORMAT_NAME {
-            return Err(format!(
-                "format is {:?}, expected {FORMAT_NAME:?}",
-                file.format
-            ));
-        }
-        if file.format_version != FORMAT_VERSION {
-            return Err(format!(
-                "format_version is {}, this build reads {FORMAT_VERSION}",
-                file.format_version
-            ));
-        }
+        check_format(
+            &file.format,
+            file.format_version,
+            FORMAT_NAME,
+            FORMAT_VERSION,
+        )?;
         let current = FeatureSettings::current();
         if file.features != current {
             return Err(format!(

@@ -85,18 +85,12 @@ impl RelevanceModel {
     }
 
     fn from_file(file: RelevanceFile) -> Result<Self, String> {
-        if file.format != FORMAT_NAME {
-            return Err(format!(
-                "format is {:?}, expected {FORMAT_NAME:?}",
-                file.format
-            ));
-        }
-        if file.format_version != FORMAT_VERSION {
-            return Err(format!(
-                "format_version is {}, this build reads {FORMAT_VERSION}",
-                file.format_version
-            ));
-        }
+        super::check_format(
+            &file.format,
+            file.format_version,
+            FORMAT_NAME,
+            FORMAT_VERSION,
+        )?;
         file.features.validate()?;
         let fingerprint = file.features.fingerprint();
         if file.feature_fingerprint != fingerprint {
