@@ -25,6 +25,8 @@
 
 pub mod alert_feed;
 pub mod assets;
+pub mod auth;
+pub mod bench;
 pub mod channels;
 pub mod config;
 pub mod demo;
@@ -33,6 +35,7 @@ pub mod detection;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod ingest;
 pub mod kafka;
 pub mod metrics;
 pub mod model;

@@ -4,14 +4,16 @@
 //! it; no processing logic lives here.
 
 use anyhow::Context;
-use citypulse::alert_feed::AlertFeed;
+use citypulse::alert_feed::{AckPublisher, AlertFeed};
 use citypulse::assets;
+use citypulse::auth::{self, AccessToken};
 use citypulse::config::PipelineConfig;
 use citypulse::demo::runner::{run_demo, DemoOptions};
 use citypulse::detect::Detector;
 use citypulse::event::Channel;
 use citypulse::health::Health;
 use citypulse::http::{self, AppState};
+use citypulse::ingest::IngestState;
 use citypulse::metrics::Metrics;
 use citypulse::model::{self, CategoryModel};
 use citypulse::process::process_lines;
@@ -122,6 +124,16 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// Throughput benchmark of the `process` path against raw jieba-rs, one and two threads,
+    /// on long citizen messages and short Weibo posts; prints the README's performance figures.
+    Bench {
+        /// Seconds per measurement (raw jieba, one thread, two threads) and workload.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// The shared data directory; generated texts where it is absent.
+        #[arg(long, default_value = "../shared/data")]
+        shared_data: PathBuf,
+    },
     /// Measure early warning: a generated multi-day stream on all four channels with injected
     /// incidents of known start and place, through the stages and detection; prints per
     /// incident whether and when it alerted, precision, false alerts per day, duplicate threads.
@@ -230,6 +242,19 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench {
+            seconds,
+            shared_data,
+        } => {
+            let options = citypulse::bench::BenchOptions {
+                seconds,
+                shared_data,
+                ..Default::default()
+            };
+            let report = citypulse::bench::run(&options)?;
+            citypulse::bench::print(&report, std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::EvalAlerts {
             days,
             incidents,
@@ -307,9 +332,14 @@ async fn run(
             config.privacy.author_key_env
         )
     })?;
+    let token = AccessToken::from_env(auth::TOKEN_ENV)
+        .map_err(|error| anyhow::anyhow!("refusing to start: {error}"))?;
     let metrics = Metrics::new();
     let health = Arc::new(Health::new());
     let alerts = AlertFeed::new();
+    let acks = AckPublisher::for_kafka(alerts.clone(), &config.kafka, metrics.clone())
+        .context("cannot create the acknowledgement producer")?;
+    let ingest = IngestState::from_env(&config).context("cannot set up push ingestion")?;
     let listen: SocketAddr = config
         .http
         .listen
@@ -327,6 +357,9 @@ async fn run(
                 metrics: metrics.clone(),
                 health: health.clone(),
                 alerts: alerts.clone(),
+                auth: token,
+                acks,
+                ingest: Some(ingest),
             },
             async move { stop.cancelled().await },
         ))
@@ -345,15 +378,26 @@ async fn run(
     });
     let result = pipeline::run(&config, stages, health, shutdown.clone()).await;
     shutdown.cancel();
+    // Detection is stage 2 of the flow (it routes the events): its failure fails the run.
+    let mut detection_failed = None;
     if let Some(detection) = detection {
         match detection.await {
-            Ok(Err(error)) => tracing::error!(%error, "detection stopped with an error"),
-            Err(error) => tracing::error!(%error, "detection task failed"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "detection stopped with an error");
+                detection_failed = Some(anyhow::Error::from(error));
+            }
+            Err(error) => {
+                tracing::error!(%error, "detection task failed");
+                detection_failed = Some(anyhow::anyhow!("detection task failed: {error}"));
+            }
             Ok(Ok(())) => {}
         }
     }
     let _ = server.await;
     result?;
+    if let Some(error) = detection_failed {
+        return Err(error);
+    }
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }

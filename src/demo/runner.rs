@@ -5,8 +5,9 @@
 //! pipeline as `run` against it, serves `/metrics`, and prints what a dispatcher would see on
 //! the output topics, read back over the Kafka protocol by a consumer of its own.
 
-use crate::alert_feed::AlertFeed;
+use crate::alert_feed::{AckPublisher, AlertFeed};
 use crate::assets;
+use crate::auth::{self, AccessToken};
 use crate::config::PipelineConfig;
 use crate::demo::generator::{
     daily_rhythm, GeneratedRecord, GeneratorConfig, IncidentKind, TrafficGenerator,
@@ -95,14 +96,27 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
     let stages = Arc::new(assets::load_stages(&config, hasher, metrics.clone())?);
     health.set_models_loaded(true);
 
+    // The console needs a token like `run`; a demo without one gets a fresh one, shown below.
+    let (token, shown_token) = match std::env::var_os(auth::TOKEN_ENV) {
+        Some(_) => (
+            AccessToken::from_env(auth::TOKEN_ENV)?,
+            format!("${}", auth::TOKEN_ENV),
+        ),
+        None => AccessToken::generate(),
+    };
+    let acks = AckPublisher::for_kafka(alerts.clone(), &config.kafka, metrics.clone())
+        .context("cannot create the acknowledgement producer")?;
+
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
-    println!(
-        "metrics: http://{}/metrics   readiness: http://{}/readyz",
-        listener.local_addr()?,
-        listener.local_addr()?
-    );
+    let address = listener.local_addr()?;
+    println!("metrics: http://{address}/metrics   readiness: http://{address}/readyz");
+    println!("dispatch console: http://{address}/   access token: {shown_token}");
+    // Push ingestion works in the demo too (`POST /ingest/12345` …) against the embedded broker;
+    // the WeChat callback is on when $CITYPULSE_WECHAT_TOKEN is set.
+    let ingest =
+        crate::ingest::IngestState::from_env(&config).context("cannot set up push ingestion")?;
     let http_stop = shutdown.clone();
     let server = tokio::spawn(http::serve(
         listener,
@@ -110,6 +124,9 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
             metrics: metrics.clone(),
             health: health.clone(),
             alerts: alerts.clone(),
+            auth: token,
+            acks,
+            ingest: Some(ingest),
         },
         async move { http_stop.cancelled().await },
     ));
