@@ -1,11 +1,11 @@
-//! What "normal" looks like: event-time sliding windows, the city's hour-of-day rate profile,
+//! What "normal" looks like: event-time sliding windows, a district's hour-of-day rate profile,
 //! and how surprising a count is against an expectation.
 //!
 //! Used by the [`super::detector`] for every test it runs: a window count `k` is compared with
 //! the count `λ` the baseline expects over the same window, and the score is −log10 of the
-//! Poisson probability of seeing `k` or more. The expectation is the city's volume for this
-//! hour of the day (so a busy morning raises it and a quiet night lowers it) times the share
-//! of that volume a district, category or term usually has.
+//! Poisson probability of seeing `k` or more. The expectation is the district's volume for
+//! this hour of the day (so a busy morning raises it and a quiet night lowers it) times the
+//! share of that volume a category or term usually has.
 
 use std::collections::VecDeque;
 
@@ -16,12 +16,40 @@ use std::collections::VecDeque;
 pub struct SparseWindow {
     /// (bucket, count), oldest first; at most one entry per bucket.
     buckets: VecDeque<(i64, u64)>,
+    /// Sum of every held count: a window expired up to the range asked for answers
+    /// [`SparseWindow::total`] without walking its buckets, which every event does many times.
+    sum: u64,
+    /// The oldest and newest bucket held (when any), kept beside the buckets so that a scan
+    /// of many windows for their totals does not chase each one's heap buffer.
+    span: (i64, i64),
 }
 
 impl SparseWindow {
     /// Adds `amount` at `bucket`. A bucket older than the newest one held (a late event within
     /// the allowed lateness) is added in place.
     pub fn add(&mut self, bucket: i64, amount: u64) {
+        self.sum += amount;
+        self.span = if self.buckets.is_empty() {
+            (bucket, bucket)
+        } else {
+            (self.span.0.min(bucket), self.span.1.max(bucket))
+        };
+        // The common case first: the newest bucket again, or a newer one.
+        match self.buckets.back_mut() {
+            Some((b, count)) if *b == bucket => {
+                *count += amount;
+                return;
+            }
+            Some((b, _)) if *b < bucket => {
+                self.buckets.push_back((bucket, amount));
+                return;
+            }
+            None => {
+                self.buckets.push_back((bucket, amount));
+                return;
+            }
+            Some(_) => {}
+        }
         match self.buckets.iter().rposition(|(b, _)| *b <= bucket) {
             Some(i) if self.buckets[i].0 == bucket => self.buckets[i].1 += amount,
             Some(i) => self.buckets.insert(i + 1, (bucket, amount)),
@@ -33,13 +61,25 @@ impl SparseWindow {
     pub fn expire(&mut self, now: i64, len: usize) {
         let oldest = now - len as i64 + 1;
         while self.buckets.front().is_some_and(|(b, _)| *b < oldest) {
-            self.buckets.pop_front();
+            if let Some((_, count)) = self.buckets.pop_front() {
+                self.sum -= count;
+            }
+        }
+        self.span.0 = self.buckets.front().map_or(0, |(b, _)| *b);
+        if self.buckets.is_empty() {
+            self.span = (0, 0);
         }
     }
 
     /// Total over the `len` buckets ending at `now` (inclusive).
     pub fn total(&self, now: i64, len: usize) -> u64 {
         let oldest = now - len as i64 + 1;
+        if self.buckets.is_empty() {
+            return 0;
+        }
+        if self.span.0 >= oldest && self.span.1 <= now {
+            return self.sum;
+        }
         self.buckets
             .iter()
             .filter(|(b, _)| *b >= oldest && *b <= now)
@@ -54,12 +94,12 @@ impl SparseWindow {
 
     /// The oldest bucket with a count, if any.
     pub fn oldest(&self) -> Option<i64> {
-        self.buckets.front().map(|(b, _)| *b)
+        (!self.buckets.is_empty()).then_some(self.span.0)
     }
 
     /// The newest bucket with a count, if any.
     pub fn newest(&self) -> Option<i64> {
-        self.buckets.back().map(|(b, _)| *b)
+        (!self.buckets.is_empty()).then_some(self.span.1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -67,11 +107,11 @@ impl SparseWindow {
     }
 }
 
-/// The city's event rate per hour of the day, learned online (EWMA per hour slot).
+/// A district's event rate per hour of the day, learned online (EWMA per hour slot).
 ///
-/// An hour is learned when event time leaves it. Hours in which nothing at all arrived are
-/// not learned: in a city that is an outage upstream, not a quiet hour, and learning it would
-/// make the next ordinary hour look like a burst.
+/// An hour is learned when the district's event time leaves it. Hours in which nothing at all
+/// arrived are not learned: that is more often an outage upstream than a quiet hour, and
+/// learning it would make the next ordinary hour look like a burst.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HourProfile {
     alpha: f64,

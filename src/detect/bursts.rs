@@ -8,10 +8,14 @@
 
 use super::baseline::poisson_surprise;
 use super::cluster::{Cluster, SAMPLE_IDS};
-use super::detector::{incident_key, CategoryState, PRIOR};
+use super::detector::{CategoryState, IncidentProbe, PRIOR};
+use super::sketch::Term;
 use super::threads::{severity, Evidence, Snapshot, ThreadKey};
 use super::{Alert, AlertKind, DetectInput, Detector};
 use chrono::{DateTime, FixedOffset, TimeZone};
+
+/// The prior share of angry or fearful messages a new district is shrunk towards.
+const USUAL_ALARMED_SHARE: f64 = 0.2;
 
 /// A hot test, before it becomes a snapshot.
 struct Hot {
@@ -28,17 +32,19 @@ impl Detector {
         input: &DetectInput,
         bucket: i64,
     ) -> Option<Alert> {
-        let now_bucket = self.now_bucket();
+        let now_bucket = self.clock_bucket(district);
         let len = self.config.buckets(self.config.burst_window_secs);
         let max = self.config.max_categories_per_district;
         let state = self.districts.get_mut(district)?;
         if !state.categories.contains_key(input.category) && state.categories.len() >= max {
             return None;
         }
-        let entry = state
-            .categories
-            .entry(input.category.to_string())
-            .or_insert_with(CategoryState::default);
+        if !state.categories.contains_key(input.category) {
+            state
+                .categories
+                .insert(input.category.to_string(), CategoryState::default());
+        }
+        let entry = state.categories.get_mut(input.category)?;
         entry.window.add(bucket, 1);
         entry.share += 1.0;
         let k = entry.window.total(now_bucket, len);
@@ -47,10 +53,12 @@ impl Detector {
         if k < self.config.burst_min_count {
             return None;
         }
-        let lambda = self.expected_city(self.config.burst_window_secs) * (long_run + PRIOR)
-            / (self.city_events + 1.0);
+        let docs = state.events;
+        let lambda = self.expected_district(district, self.config.burst_window_secs)
+            * (long_run + PRIOR)
+            / (docs + 1.0);
         let thresholds = (self.config.burst_min_count, self.config.burst_min_score);
-        let hot = self.hot((k, lambda), thresholds, oldest, input.occurred_at)?;
+        let hot = self.hot(district, (k, lambda), thresholds, oldest, input.occurred_at)?;
         let covered = self.incident_covers(district, |c| {
             c.categories
                 .get(input.category)
@@ -72,15 +80,21 @@ impl Detector {
     pub(super) fn test_term(
         &mut self,
         district: &str,
-        term: &str,
+        term: &Term,
         k: u64,
         input: &DetectInput,
     ) -> Option<Alert> {
         let secs = self.config.burst_window_secs;
-        let lambda = self.term_lambda(district, term, k, secs);
-        let window_start = self.now_bucket() - self.config.buckets(secs) as i64 + 1;
+        let lambda = self.term_lambda(district, term.as_str(), k, secs);
+        let window_start = self.clock_bucket(district) - self.config.buckets(secs) as i64 + 1;
         let thresholds = (self.config.burst_min_count, self.config.burst_min_score);
-        let hot = self.hot((k, lambda), thresholds, window_start, input.occurred_at)?;
+        let hot = self.hot(
+            district,
+            (k, lambda),
+            thresholds,
+            window_start,
+            input.occurred_at,
+        )?;
         let covered = self.incident_covers(district, |c| {
             c.terms
                 .get(term)
@@ -93,14 +107,14 @@ impl Detector {
         let key = ThreadKey {
             kind: AlertKind::TermBurst,
             district: district.to_string(),
-            subject: term.to_string(),
+            subject: term.as_str().to_string(),
         };
-        let snap = self.burst_snapshot(&key, hot, input, None, vec![term.to_string()]);
+        let snap = self.burst_snapshot(&key, hot, input, None, vec![term.as_str().to_string()]);
         self.emit(key, snap)
     }
 
     pub(super) fn test_emotion(&mut self, district: &str, input: &DetectInput) -> Option<Alert> {
-        let now_bucket = self.now_bucket();
+        let now_bucket = self.clock_bucket(district);
         let len = self.config.buckets(self.config.emotion_window_secs);
         let state = self.districts.get(district)?;
         let alarmed = state.alarmed_window.total(now_bucket, len);
@@ -108,11 +122,12 @@ impl Detector {
         if alarmed < self.config.emotion_min_count {
             return None;
         }
-        // The district's usual share, shrunk towards the city's when the district is new.
-        let city = (self.city_alarmed + 1.0) / (self.city_events + 2.0);
+        // The district's usual share, shrunk towards a fixed prior while the district is new
+        // (not towards the city's share: that would make the district's alerts depend on
+        // events another instance may be counting).
         let usual_alarmed = (state.alarmed - alarmed as f64).max(0.0);
         let usual_all = (state.events - all as f64).max(0.0);
-        let usual = (usual_alarmed + 20.0 * city) / (usual_all + 20.0);
+        let usual = (usual_alarmed + 20.0 * USUAL_ALARMED_SHARE) / (usual_all + 20.0);
         let share = alarmed as f64 / all.max(1) as f64;
         if share < usual + self.config.emotion_min_share_rise {
             return None;
@@ -120,6 +135,7 @@ impl Detector {
         let oldest = state.alarmed_window.oldest().unwrap_or(now_bucket);
         let thresholds = (self.config.emotion_min_count, self.config.emotion_min_score);
         let hot = self.hot(
+            district,
             (alarmed, all as f64 * usual),
             thresholds,
             oldest,
@@ -141,6 +157,7 @@ impl Detector {
     /// The common part of every burst test; `None` when the count is not a burst.
     fn hot(
         &self,
+        district: &str,
         (count, baseline): (u64, f64),
         (min_count, min_score): (u64, f64),
         oldest_bucket: i64,
@@ -148,7 +165,7 @@ impl Detector {
     ) -> Option<Hot> {
         let score = poisson_surprise(count, baseline);
         let config = &self.config;
-        let is_hot = self.warm()
+        let is_hot = self.warm(district)
             && count >= min_count
             && count as f64 >= config.burst_min_ratio * baseline
             && score >= min_score;
@@ -171,10 +188,11 @@ impl Detector {
         let Some(state) = self.districts.get(district) else {
             return false;
         };
-        let now = self.now.unwrap_or_default();
+        let now = state.last_seen;
+        let mut probe = IncidentProbe::new(district);
         state.clusters.iter().any(|c| {
-            let key = incident_key(district, &c.id);
-            (self.threads.is_active(&key) || self.threads.in_cooldown(&key, now)) && covers(c)
+            let key = probe.key(&c.id);
+            (self.threads.is_active(key) || self.threads.in_cooldown(key, now)) && covers(c)
         })
     }
 
@@ -224,7 +242,7 @@ impl Detector {
     }
 
     fn emit(&mut self, key: ThreadKey, snap: Snapshot) -> Option<Alert> {
-        let now = self.now.unwrap_or(snap.last_seen);
+        let now = self.clock(&key.district).unwrap_or(snap.last_seen);
         self.threads.evidence(key, snap, now)
     }
 }

@@ -10,10 +10,12 @@
 //! SimHash only links copies of one wording.
 
 use super::baseline::SparseWindow;
+use super::sketch::{Term, TermMap};
 use crate::event::Channel;
 use chrono::{DateTime, FixedOffset};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 /// Sample event ids kept per cluster (and per alert).
 pub const SAMPLE_IDS: usize = 10;
@@ -61,7 +63,12 @@ pub struct Cluster {
     pub size: u64,
     /// Reports per time bucket.
     pub members: SparseWindow,
-    pub terms: HashMap<String, ProfileTerm>,
+    /// Every event probes every open cluster of its district for each of its terms (through
+    /// `filter` first). Nothing reads the map in its iteration order.
+    pub terms: TermMap<ProfileTerm>,
+    /// Which terms the profile may hold: no false negatives, so a term it rules out is
+    /// certainly absent and costs no map probe.
+    filter: TermFilter,
     pub channels: BTreeSet<Channel>,
     /// Reports per category (bounded: at most 8 categories kept).
     pub categories: BTreeMap<String, u64>,
@@ -80,7 +87,8 @@ impl Cluster {
             last_seen: first.at,
             size: 0,
             members: SparseWindow::default(),
-            terms: HashMap::new(),
+            terms: TermMap::default(),
+            filter: TermFilter::default(),
             channels: BTreeSet::new(),
             categories: BTreeMap::new(),
             sample_ids: Vec::new(),
@@ -94,7 +102,7 @@ impl Cluster {
     /// weight carried by terms the cluster has, each counted in full once at least half of the
     /// cluster's reports contain it. Containment rather than cosine, because a short post
     /// about an incident is wholly inside the incident's long work orders.
-    pub fn similarity(&self, terms: &[(String, f64)], terms_weight: f64) -> f64 {
+    pub fn similarity(&self, terms: &[(Term, f64)], terms_weight: f64) -> f64 {
         if self.size == 0 || terms_weight <= 0.0 {
             return 0.0;
         }
@@ -102,6 +110,9 @@ impl Cluster {
         let explained: f64 = terms
             .iter()
             .filter_map(|(t, w)| {
+                if !self.filter.may_hold(t) {
+                    return None;
+                }
                 let share = self.terms.get(t)?.count as f64 / size;
                 Some(w * w * (2.0 * share).min(1.0))
             })
@@ -112,7 +123,7 @@ impl Cluster {
     /// Adds one report with its weighted terms. The profile keeps at most `max_terms` terms:
     /// when full, a new term replaces a term seen only once (the alphabetically first), or is
     /// left out when every term was seen more than once.
-    pub fn add(&mut self, member: &Member<'_>, terms: &[(String, f64)], max_terms: usize) {
+    pub fn add(&mut self, member: &Member<'_>, terms: &[(Term, f64)], max_terms: usize) {
         self.size += 1;
         self.members.add(member.bucket, 1);
         self.first_seen = self.first_seen.min(member.at);
@@ -128,33 +139,50 @@ impl Cluster {
         if self.sample_ids.len() < SAMPLE_IDS {
             self.sample_ids.push(member.event_id.to_string());
         }
+        // Terms seen once, alphabetically first on top: built when the first replacement is
+        // needed, fed with the terms this report adds, checked when popped (a term may have
+        // been counted again since) — the same victim as a scan of the profile each time.
+        let mut once: Option<BinaryHeap<Reverse<Term>>> = None;
         for (term, weight) in terms {
-            if !self.terms.contains_key(term) && self.terms.len() >= max_terms {
-                let victim = self
-                    .terms
-                    .iter()
-                    .filter(|(_, p)| p.count <= 1)
-                    .map(|(t, _)| t)
-                    .min()
-                    .cloned();
+            if let Some(entry) = self.terms.get_mut(term) {
+                entry.count += 1;
+                entry.window.add(member.bucket, 1);
+                continue;
+            }
+            if self.terms.len() >= max_terms {
+                let heap = once.get_or_insert_with(|| {
+                    self.terms
+                        .iter()
+                        .filter(|(_, p)| p.count <= 1)
+                        .map(|(t, _)| Reverse(t.clone()))
+                        .collect()
+                });
+                let victim = std::iter::from_fn(|| heap.pop())
+                    .find(|Reverse(t)| self.terms.get(t).is_some_and(|p| p.count <= 1));
                 match victim {
-                    Some(victim) => {
+                    Some(Reverse(victim)) => {
                         self.terms.remove(&victim);
+                        self.filter.removed();
                     }
                     None => continue,
                 }
             }
-            let entry = self
-                .terms
-                .entry(term.clone())
-                .or_insert_with(|| ProfileTerm {
-                    count: 0,
-                    window: SparseWindow::default(),
+            let mut window = SparseWindow::default();
+            window.add(member.bucket, 1);
+            self.terms.insert(
+                term.clone(),
+                ProfileTerm {
+                    count: 1,
+                    window,
                     weight: *weight,
-                });
-            entry.count += 1;
-            entry.window.add(member.bucket, 1);
+                },
+            );
+            self.filter.insert(term);
+            if let Some(heap) = once.as_mut() {
+                heap.push(Reverse(term.clone()));
+            }
         }
+        self.filter.rebuild_if_stale(self.terms.keys());
     }
 
     /// Takes in another cluster of the same district (two wordings of one incident that grew
@@ -181,7 +209,7 @@ impl Cluster {
                 self.sample_ids.push(id);
             }
         }
-        let mut incoming: Vec<(String, ProfileTerm)> = other.terms.into_iter().collect();
+        let mut incoming: Vec<(Term, ProfileTerm)> = other.terms.into_iter().collect();
         incoming.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
         for (term, profile) in incoming {
             if let Some(mine) = self.terms.get_mut(&term) {
@@ -190,6 +218,7 @@ impl Cluster {
                     mine.window.add(bucket, count);
                 }
             } else if self.terms.len() < max_terms {
+                self.filter.insert(&term);
                 self.terms.insert(term, profile);
             }
         }
@@ -216,12 +245,16 @@ impl Cluster {
 
     /// The most characteristic terms: most reports first, rarer (heavier) first among equals.
     pub fn top_terms(&self, n: usize) -> Vec<String> {
-        let mut terms: Vec<(&String, &ProfileTerm)> = self.terms.iter().collect();
+        let mut terms: Vec<(&Term, &ProfileTerm)> = self.terms.iter().collect();
         terms.sort_by(|a, b| {
             let score = |p: &ProfileTerm| p.count as f64 * p.weight;
             score(b.1).total_cmp(&score(a.1)).then_with(|| a.0.cmp(b.0))
         });
-        terms.into_iter().take(n).map(|(t, _)| t.clone()).collect()
+        terms
+            .into_iter()
+            .take(n)
+            .map(|(t, _)| t.as_str().to_string())
+            .collect()
     }
 
     /// The category most of the reports have (ties alphabetical).
@@ -238,5 +271,87 @@ impl Cluster {
         for profile in self.terms.values_mut() {
             profile.window.expire(now, len);
         }
+    }
+}
+
+/// A Bloom filter over a cluster profile's terms (512 bits, two per term, from the term's
+/// hash). Removing a term leaves its bits set — they only cost a probe — until enough are
+/// stale to rebuild from the profile.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct TermFilter {
+    bits: [u64; 8],
+    stale: usize,
+}
+
+impl TermFilter {
+    fn positions(term: &Term) -> [usize; 2] {
+        let hash = term.hash_value();
+        [(hash >> 55) as usize, ((hash >> 46) & 511) as usize]
+    }
+
+    fn insert(&mut self, term: &Term) {
+        for p in Self::positions(term) {
+            self.bits[p / 64] |= 1 << (p % 64);
+        }
+    }
+
+    fn may_hold(&self, term: &Term) -> bool {
+        Self::positions(term)
+            .iter()
+            .all(|&p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+    }
+
+    fn removed(&mut self) {
+        self.stale += 1;
+    }
+
+    fn rebuild_if_stale<'a>(&mut self, terms: impl Iterator<Item = &'a Term>) {
+        if self.stale < 32 {
+            return;
+        }
+        *self = TermFilter::default();
+        for term in terms {
+            self.insert(term);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_full_profile_replaces_the_first_term_seen_once_even_one_just_added() {
+        let at = FixedOffset::east_opt(8 * 3600)
+            .and_then(|tz| tz.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).single())
+            .expect("valid time");
+        let member = Member {
+            event_id: "12345:1",
+            channel: Channel::Hotline12345,
+            at,
+            bucket: 100,
+            priority: 3,
+            emotional: false,
+            category: "城乡建设",
+        };
+        let terms = |words: &[&str]| -> Vec<(Term, f64)> {
+            words.iter().map(|w| (Term::new(w), 1.0)).collect()
+        };
+        let mut cluster = Cluster::new("雨花区", &member, 1);
+        cluster.add(&member, &terms(&["b", "a"]), 2);
+        // "b" is counted again; "c" replaces "a"; "a0" then replaces "c", added just before.
+        cluster.add(&member, &terms(&["b", "c", "a0"]), 2);
+        let mut held: Vec<(&str, u64)> = cluster
+            .terms
+            .iter()
+            .map(|(t, p)| (t.as_str(), p.count))
+            .collect();
+        held.sort();
+        assert_eq!(held, vec![("a0", 1), ("b", 2)]);
+        // The filter still admits every held term and the similarity sees them.
+        let probe = terms(&["b", "a0", "c"]);
+        let expected = (1.0 + 1.0) / 3.0;
+        assert!((cluster.similarity(&probe, 3.0) - expected).abs() < 1e-12);
     }
 }

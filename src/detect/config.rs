@@ -12,7 +12,8 @@ use serde::Deserialize;
 pub struct DetectConfig {
     /// Width of one window bucket. Windows slide by this step.
     pub bucket_secs: i64,
-    /// Events older than (latest event time − this) are late: counted and dropped.
+    /// Events older than (the latest event time of their own source − this) are late:
+    /// counted and dropped. The watermark lags the slowest source by this much.
     pub allowed_lateness_secs: i64,
     /// An event further than this ahead of the current event time is not believed (a phone
     /// with a wrong clock) unless several in a row agree, which means the stream jumped.
@@ -55,14 +56,19 @@ pub struct DetectConfig {
     pub emotion_min_share_rise: f64,
     pub emotion_min_score: f64,
 
-    /// No burst, surge or incident fires before this many events have built the baselines:
-    /// a cold start is not an alert storm.
+    /// No burst, surge or incident fires in a district before it has seen this many events to
+    /// build its baselines: a cold start is not an alert storm. Per district, so that a
+    /// district's alerts do not depend on how many other districts an instance owns.
     pub warmup_events: u64,
     /// Learned shares (how common a term or category is in a district) halve this often, so
     /// the baseline follows slow change and forgets old incidents.
     pub baseline_halflife_hours: i64,
-    /// Weight of today's count in the per-hour-of-day rate profile (EWMA).
+    /// Weight of today's count in each district's per-hour-of-day rate profile (EWMA).
     pub hourly_ewma_alpha: f64,
+    /// In `run`: a partition of the internal topic that delivered nothing for this many
+    /// seconds of processing (wall-clock) time stops holding the watermark back (see
+    /// `detect::watermark`).
+    pub idle_partition_secs: u64,
 
     /// A firing thread sends `updated` when its count grew by this share since the last
     /// message (or its severity or channels changed).
@@ -88,8 +94,11 @@ pub struct DetectConfig {
     pub max_terms_per_event: usize,
     /// Terms kept in a cluster's profile.
     pub max_cluster_terms: usize,
-    /// Count-min sketch width (counters per row); four rows of 4-byte counters, so the
-    /// default takes 2 MiB whatever the vocabulary.
+    /// Count-min sketch width (counters per row) of each district's term sketch; four rows of
+    /// 4-byte counters, so the default takes 256 KiB per district (64 MiB at
+    /// `max_districts`) whatever the vocabulary. One sketch per district, not one shared:
+    /// hash collisions with other districts' terms would make a district's baselines depend on
+    /// which districts an instance owns.
     pub sketch_width: usize,
     /// Resolved alerts kept for `recent_alerts`.
     pub max_recent_alerts: usize,
@@ -117,9 +126,10 @@ impl Default for DetectConfig {
             emotion_min_count: 10,
             emotion_min_share_rise: 0.3,
             emotion_min_score: 10.0,
-            warmup_events: 1000,
+            warmup_events: 200,
             baseline_halflife_hours: 24,
             hourly_ewma_alpha: 0.3,
+            idle_partition_secs: 30,
             update_growth: 0.5,
             resolve_quiet_secs: 1800,
             cooldown_secs: 3600,
@@ -129,7 +139,7 @@ impl Default for DetectConfig {
             max_categories_per_district: 32,
             max_terms_per_event: 48,
             max_cluster_terms: 64,
-            sketch_width: 1 << 17,
+            sketch_width: 1 << 14,
             max_recent_alerts: 200,
         }
     }

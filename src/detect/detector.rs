@@ -1,7 +1,17 @@
 //! The [`Detector`]: event time, per-district state and the tests that open alert threads.
 //!
-//! Every admitted event updates the city's hour-of-day profile and the district's windows;
-//! relevant reports also feed the term sketch and the incident clusters. Then four tests run,
+//! Every piece of state that influences an alert is the district's own — its clock (the latest
+//! event time admitted in it), hour-of-day profile, term sketch, windows, clusters, warm-up
+//! count and alert threads — so the decisions for a district depend only on that district's
+//! events, in the order they arrive. That is what lets several instances, each owning a share
+//! of the districts (`run` keys the internal topic by district), raise exactly the alerts one
+//! instance would, and lets one lagging partition replay without disturbing the others. The
+//! only city-wide things left are the watermark (which resolves quiet threads, see `time.rs`)
+//! and the district table's cap, which evicts across districts only when more than
+//! `max_districts` districts are live.
+//!
+//! Every admitted event updates the district's hour-of-day profile and windows; relevant
+//! reports also feed the term sketch and the incident clusters. Then four tests run,
 //! each comparing a window count `k` with what the baseline expects (`λ`, see
 //! [`super::baseline`]):
 //! - **incident**: the event's cluster holds at least `incident_min_reports` recent reports and
@@ -19,11 +29,13 @@
 use super::baseline::{HourProfile, SparseWindow};
 use super::cluster::{Cluster, Member};
 use super::config::DetectConfig;
-use super::sketch::{CountMin, TermWindows};
+use super::sketch::{Cells, CountMin, DistrictHashers, Term, TermWindows};
 use super::threads::{ThreadKey, Threads};
+use super::watermark::SourceId;
 use super::{Alert, AlertKind, DetectInput, DetectorStats, Observation};
-use chrono::{DateTime, FixedOffset};
-use std::collections::{BTreeMap, BTreeSet};
+use chrono::{DateTime, Duration, FixedOffset};
+use rustc_hash::FxHashSet;
+use std::collections::BTreeMap;
 
 /// Emotions that make a surge: the ones a dispatch centre must watch.
 const ALARMED: [&str; 2] = ["angry", "fear"];
@@ -40,7 +52,18 @@ pub(super) struct CategoryState {
 
 /// Everything detection keeps about one district.
 pub(super) struct DistrictState {
+    /// The district's clock: the latest event time admitted in it. Its windows and tests are
+    /// evaluated at this instant, never at another district's.
     pub last_seen: DateTime<FixedOffset>,
+    /// Events admitted in the district since it entered the table (the warm-up count).
+    pub observed: u64,
+    /// The district's event rate per hour of the day.
+    pub profile: HourProfile,
+    /// How common each term usually is in the district (decayed counts).
+    pub sketch: CountMin,
+    /// Half-life periods elapsed on the district's clock, and the last window bucket expired.
+    pub decay_epoch: i64,
+    pub last_bucket: i64,
     /// Open clusters, oldest first.
     pub clusters: Vec<Cluster>,
     pub categories: BTreeMap<String, CategoryState>,
@@ -52,19 +75,23 @@ pub(super) struct DistrictState {
     pub alarmed_window: SparseWindow,
 }
 
+/// A source of events (a partition of the internal topic; `process` has one): the latest event
+/// time it delivered, against which its own events are late or too far ahead.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SourceClock {
+    pub latest: DateTime<FixedOffset>,
+    pub future_streak: u32,
+}
+
 pub struct Detector {
     pub(super) config: DetectConfig,
-    /// The latest event time admitted (or given to `advance_to`).
-    pub(super) now: Option<DateTime<FixedOffset>>,
-    pub(super) future_streak: u32,
-    pub(super) decay_epoch: Option<i64>,
-    pub(super) last_bucket: Option<i64>,
-    pub(super) profile: HourProfile,
-    pub(super) city_window: SparseWindow,
-    /// Decayed counts of all events in the city, and of the angry or fearful ones.
-    pub(super) city_events: f64,
-    pub(super) city_alarmed: f64,
-    pub(super) sketch: CountMin,
+    /// Per source, the latest event time admitted from it. An event is late when it is more
+    /// than the allowed lateness behind its own source — not behind another source, so a
+    /// partition replaying a backlog an hour behind the live ones loses nothing.
+    pub(super) sources: BTreeMap<SourceId, SourceClock>,
+    /// The watermark: no event older than this is expected from any source any more. It only
+    /// resolves quiet threads; `observe` moves it for a single source, `advance_to` for many.
+    pub(super) watermark: Option<DateTime<FixedOffset>>,
     pub(super) districts: BTreeMap<String, DistrictState>,
     pub(super) threads: Threads,
     pub(super) cluster_seq: u64,
@@ -78,8 +105,6 @@ pub struct Detector {
 impl Detector {
     pub fn new(config: DetectConfig) -> Self {
         Detector {
-            profile: HourProfile::new(config.hourly_ewma_alpha),
-            sketch: CountMin::new(config.sketch_width),
             threads: Threads::new(
                 config.update_growth,
                 config.resolve_quiet_secs,
@@ -87,13 +112,8 @@ impl Detector {
                 config.max_recent_alerts,
             ),
             config,
-            now: None,
-            future_streak: 0,
-            decay_epoch: None,
-            last_bucket: None,
-            city_window: SparseWindow::default(),
-            city_events: 0.0,
-            city_alarmed: 0.0,
+            sources: BTreeMap::new(),
+            watermark: None,
             districts: BTreeMap::new(),
             cluster_seq: 0,
             events_observed: 0,
@@ -108,37 +128,43 @@ impl Detector {
         &self.config
     }
 
-    /// Feeds one event in (roughly) event-time order. Returns the event's incident id (once
-    /// its cluster holds two reports) and every alert message this caused, in order.
+    /// Feeds one event of a single stream in (roughly) event-time order — `process` and the
+    /// evaluation. Returns the event's incident id (once its cluster holds two reports) and
+    /// every alert message this caused, in order. The watermark follows the stream: its latest
+    /// event time minus the allowed lateness.
     pub fn observe(&mut self, input: &DetectInput) -> Observation {
+        let mut observation = self.observe_from(0, input);
+        if let Some(clock) = self.sources.get(&0) {
+            let watermark = clock.latest - Duration::seconds(self.config.allowed_lateness_secs);
+            observation.alerts.extend(self.advance_to(watermark));
+        }
+        observation
+    }
+
+    /// Feeds one event from `source` (a partition of the internal topic), each source in
+    /// (roughly) event-time order. Lateness is judged against the source's own latest event,
+    /// and every district's state moves on its own clock; the caller moves the watermark with
+    /// [`Detector::advance_to`] (see [`super::watermark::Watermarks`]).
+    pub fn observe_from(&mut self, source: SourceId, input: &DetectInput) -> Observation {
         let at = input.occurred_at;
-        let mut alerts = match self.admit(at) {
-            Some(alerts) => alerts,
-            None => return Observation::default(),
-        };
+        if !self.admit(source, at) {
+            return Observation::default();
+        }
         self.events_observed += 1;
         let bucket = self.bucket(at);
         let alarmed = input.emotion.is_some_and(|e| ALARMED.contains(&e));
-        self.profile.observe(local_secs(at));
-        self.city_window.add(bucket, 1);
-        self.city_events += 1.0;
-        self.city_alarmed += f64::from(u8::from(alarmed));
         let Some(district) = input.district.filter(|d| !d.is_empty()) else {
-            return Observation {
-                incident_id: None,
-                alerts,
-            };
+            return Observation::default();
         };
         if !self.ensure_district(district, at) {
             self.district_overflow += 1;
-            return Observation {
-                incident_id: None,
-                alerts,
-            };
+            return Observation::default();
         }
+        let mut alerts = self.tick_district(district, at);
         let mut incident_id = None;
         if let Some(state) = self.districts.get_mut(district) {
-            state.last_seen = state.last_seen.max(at);
+            state.observed += 1;
+            state.profile.observe(local_secs(at));
             state.events += 1.0;
             state.alarmed += f64::from(u8::from(alarmed));
             state.all_window.add(bucket, 1);
@@ -158,17 +184,17 @@ impl Detector {
                 category: input.category,
             };
             let counts = self.count_terms(district, &terms, bucket);
-            let anchors = self.anchors(district, &counts);
+            let anchors = self.anchors(district, &terms, &counts);
             let cluster = self.cluster(district, &member, &terms, &anchors);
             let (id, incident) = self.test_incident(district, cluster);
             incident_id = id;
             alerts.extend(incident);
             alerts.extend(self.test_category(district, input, bucket));
-            for (term, k) in counts {
+            for ((term, _), &k) in terms.iter().zip(&counts) {
                 if k < self.config.burst_min_count {
                     continue;
                 }
-                alerts.extend(self.test_term(district, &term, k, input));
+                alerts.extend(self.test_term(district, term, k, input));
             }
         }
         alerts.extend(self.test_emotion(district, input));
@@ -242,89 +268,94 @@ impl Detector {
 
     /// The event's distinct terms (keywords first, then tokens of two or more characters), at
     /// most `max_terms_per_event`, each with its IDF weight in the district.
-    fn weighted_terms(&mut self, district: &str, input: &DetectInput) -> Vec<(String, f64)> {
-        let mut seen = BTreeSet::new();
-        let mut terms = Vec::new();
+    fn weighted_terms(&mut self, district: &str, input: &DetectInput) -> Vec<(Term, f64)> {
+        let max = self.config.max_terms_per_event;
+        let mut seen: FxHashSet<&str> =
+            FxHashSet::with_capacity_and_hasher(max.min(256) * 2, Default::default());
+        let mut terms = Vec::with_capacity(max.min(256));
         for term in input.keywords.iter().chain(input.tokens) {
-            if terms.len() >= self.config.max_terms_per_event {
+            if terms.len() >= max {
                 break;
             }
             if term.chars().nth(1).is_none() || !seen.insert(term.as_str()) {
                 continue;
             }
-            terms.push(term.clone());
+            terms.push(term.as_str());
         }
-        let docs = self.districts.get(district).map_or(1.0, |d| d.events);
-        let weighted: Vec<(String, f64)> = terms
-            .into_iter()
-            .map(|t| {
-                let df = f64::from(self.sketch.estimate(district, &t));
+        let Some(state) = self.districts.get_mut(district) else {
+            return Vec::new();
+        };
+        let docs = state.events;
+        // Every estimate is read before any count is added, as two terms may share a cell.
+        let hashers = DistrictHashers::new(district);
+        let cells: Vec<Cells> = terms
+            .iter()
+            .map(|t| hashers.cells(&state.sketch, t))
+            .collect();
+        let weighted: Vec<(Term, f64)> = terms
+            .iter()
+            .zip(&cells)
+            .map(|(t, cells)| {
+                let df = f64::from(state.sketch.estimate_at(cells));
                 let idf = ((docs + 1.0) / (df + 1.0)).ln().max(0.0) + 1.0;
-                (t, idf)
+                (Term::new(t), idf)
             })
             .collect();
-        for (term, _) in &weighted {
-            self.sketch.add(district, term);
+        for cells in &cells {
+            state.sketch.add_at(cells);
         }
         weighted
     }
 
-    /// Counts the report's terms in the district's term windows; returns each term with its
-    /// guaranteed window count.
-    fn count_terms(
-        &mut self,
-        district: &str,
-        terms: &[(String, f64)],
-        bucket: i64,
-    ) -> Vec<(String, u64)> {
-        let now = self.now_bucket();
+    /// Counts the report's terms in the district's term windows; returns each term's
+    /// guaranteed window count, in the order of `terms`.
+    fn count_terms(&mut self, district: &str, terms: &[(Term, f64)], bucket: i64) -> Vec<u64> {
+        let now = self.clock_bucket(district);
         let Some(state) = self.districts.get_mut(district) else {
             return Vec::new();
         };
         terms
             .iter()
-            .map(|(term, _)| (term.clone(), state.terms.add(term, bucket, now)))
+            .map(|(term, _)| state.terms.add(term, bucket, now))
             .collect()
     }
 
     // ---- tests --------------------------------------------------------------------------------
 
-    /// Expected events in the whole city over the last `secs`: the hour-of-day profile, or what
-    /// was observed when that is more (a busy day, or an hour not learned yet).
-    pub(super) fn expected_city(&self, secs: i64) -> f64 {
-        let now = self.now_bucket();
-        let observed = self.city_window.total(now, self.config.buckets(secs)) as f64;
-        let learned = self
-            .now
-            .and_then(|n| self.profile.rate_at(local_secs(n)))
-            .map_or(0.0, |rate| rate * secs as f64 / 3600.0);
-        observed.max(learned)
-    }
-
-    /// Expected events in `district` over the last `secs`: its share of the city's expected
-    /// volume, or what it observed when that is more.
-    fn expected_district(&self, district: &str, secs: i64) -> f64 {
+    /// Expected events in `district` over the last `secs` (ending at its clock): its
+    /// hour-of-day profile, or what it observed when that is more (a busy day, or an hour not
+    /// learned yet).
+    pub(super) fn expected_district(&self, district: &str, secs: i64) -> f64 {
         let Some(state) = self.districts.get(district) else {
             return 0.0;
         };
         let observed = state
             .all_window
-            .total(self.now_bucket(), self.config.buckets(secs)) as f64;
-        let share = state.events / (self.city_events + 1.0);
-        observed.max(self.expected_city(secs) * share)
+            .total(self.bucket(state.last_seen), self.config.buckets(secs))
+            as f64;
+        let learned = state
+            .profile
+            .rate_at(local_secs(state.last_seen))
+            .map_or(0.0, |rate| rate * secs as f64 / 3600.0);
+        observed.max(learned)
     }
 
     /// λ for `k` recent reports with `term` in `district`: the district's expected volume times
     /// the term's share of the district's reports, learned outside this window. District-based,
     /// so a flood elsewhere in the city does not blind a quiet district.
     pub(super) fn term_lambda(&self, district: &str, term: &str, k: u64, secs: i64) -> f64 {
-        let long_run = (f64::from(self.sketch.estimate(district, term)) - k as f64).max(0.0);
-        let docs = self.districts.get(district).map_or(0.0, |d| d.events);
-        self.expected_district(district, secs) * (long_run + PRIOR) / (docs + 1.0)
+        let Some(state) = self.districts.get(district) else {
+            return 0.0;
+        };
+        let long_run = (f64::from(state.sketch.estimate(district, term)) - k as f64).max(0.0);
+        self.expected_district(district, secs) * (long_run + PRIOR) / (state.events + 1.0)
     }
 
-    pub(super) fn warm(&self) -> bool {
-        self.events_observed >= self.config.warmup_events
+    /// Whether the district has seen enough events for its baselines to mean something.
+    pub(super) fn warm(&self, district: &str) -> bool {
+        self.districts
+            .get(district)
+            .is_some_and(|d| d.observed >= self.config.warmup_events)
     }
 }
 
@@ -333,6 +364,23 @@ pub(super) fn incident_key(district: &str, incident_id: &str) -> ThreadKey {
         kind: AlertKind::Incident,
         district: district.to_string(),
         subject: incident_id.to_string(),
+    }
+}
+
+/// The incident keys of one district's clusters, one after the other in one buffer: checking
+/// every open cluster for a live thread then allocates once, not twice per cluster.
+pub(super) struct IncidentProbe(ThreadKey);
+
+impl IncidentProbe {
+    pub(super) fn new(district: &str) -> Self {
+        IncidentProbe(incident_key(district, ""))
+    }
+
+    /// The key of incident `incident_id` of the probe's district.
+    pub(super) fn key(&mut self, incident_id: &str) -> &ThreadKey {
+        self.0.subject.clear();
+        self.0.subject.push_str(incident_id);
+        &self.0
     }
 }
 

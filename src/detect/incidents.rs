@@ -9,7 +9,8 @@
 
 use super::baseline::poisson_surprise;
 use super::cluster::{Cluster, Member};
-use super::detector::incident_key;
+use super::detector::{incident_key, IncidentProbe};
+use super::sketch::Term;
 use super::threads::{severity, Evidence, Snapshot};
 use super::{Alert, AlertKind, Detector};
 use crate::event::Channel;
@@ -18,13 +19,19 @@ impl Detector {
     /// The report's terms that are bursting in the district right now (at least three recent
     /// reports, improbable under the baseline) and normally rare there — "爆管", not the name
     /// of a busy road, which would pull unrelated reports in — with their scores.
-    pub(super) fn anchors(&self, district: &str, counts: &[(String, u64)]) -> Vec<(String, f64)> {
+    pub(super) fn anchors(
+        &self,
+        district: &str,
+        terms: &[(Term, f64)],
+        counts: &[u64],
+    ) -> Vec<(Term, f64)> {
         let secs = self.config.burst_window_secs;
-        counts
+        terms
             .iter()
-            .filter(|(_, k)| *k >= 3)
-            .filter_map(|(t, k)| {
-                let lambda = self.term_lambda(district, t, *k, secs);
+            .zip(counts)
+            .filter(|(_, k)| **k >= 3)
+            .filter_map(|((t, _), k)| {
+                let lambda = self.term_lambda(district, t.as_str(), *k, secs);
                 let score = poisson_surprise(*k, lambda);
                 (lambda <= self.config.anchor_max_baseline && score >= self.config.anchor_min_score)
                     .then(|| (t.clone(), score))
@@ -40,11 +47,13 @@ impl Detector {
         &mut self,
         district: &str,
         member: &Member,
-        terms: &[(String, f64)],
-        anchors: &[(String, f64)],
+        terms: &[(Term, f64)],
+        anchors: &[(Term, f64)],
     ) -> Option<usize> {
+        let now_bucket = self.clock_bucket(district);
         let config = &self.config;
         let max_terms = config.max_cluster_terms;
+        let window = config.buckets(config.incident_window_secs);
         let state = self.districts.get_mut(district)?;
         let anchored: Vec<usize> = (0..state.clusters.len())
             .filter(|&i| {
@@ -57,9 +66,10 @@ impl Detector {
         // The survivor keeps its id: the one with a live incident thread, else the largest,
         // else the oldest (clusters are kept in creation order).
         let threads = &self.threads;
+        let mut probe = IncidentProbe::new(district);
         let survivor = anchored.iter().copied().min_by_key(|&i| {
             let c = &state.clusters[i];
-            let live = threads.is_active(&incident_key(district, &c.id));
+            let live = threads.is_active(probe.key(&c.id));
             (!live, std::cmp::Reverse(c.size), i)
         });
         if let Some(survivor) = survivor {
@@ -72,6 +82,7 @@ impl Detector {
                 state.clusters[keep].absorb(other, max_terms);
                 self.merged += 1;
             }
+            state.clusters[keep].expire(now_bucket, window);
             state.clusters[keep].add(member, terms, max_terms);
             return Some(keep);
         }
@@ -92,7 +103,7 @@ impl Detector {
                         .clusters
                         .iter()
                         .enumerate()
-                        .filter(|(_, c)| !threads.is_active(&incident_key(district, &c.id)))
+                        .filter(|(_, c)| !threads.is_active(probe.key(&c.id)))
                         .min_by_key(|(_, c)| (c.last_seen, c.seq))
                         .map(|(i, _)| i);
                     match victim {
@@ -109,6 +120,7 @@ impl Detector {
                 state.clusters.len() - 1
             }
         };
+        state.clusters[index].expire(now_bucket, window);
         state.clusters[index].add(member, terms, max_terms);
         Some(index)
     }
@@ -121,7 +133,7 @@ impl Detector {
         let Some(index) = index else {
             return (None, Vec::new());
         };
-        let now_bucket = self.now_bucket();
+        let now_bucket = self.clock_bucket(district);
         let len = self.config.buckets(self.config.incident_window_secs);
         let Some(cluster) = self
             .districts
@@ -134,7 +146,7 @@ impl Detector {
         let key = incident_key(district, &cluster.id);
         let active = self.threads.is_active(&key);
         let recent = cluster.recent(now_bucket, len);
-        if !active && (recent < self.config.incident_min_reports || !self.warm()) {
+        if !active && (recent < self.config.incident_min_reports || !self.warm(district)) {
             return (id, Vec::new());
         }
         let snap = self.incident_snapshot(district, cluster, now_bucket, len);
@@ -156,7 +168,7 @@ impl Detector {
                 return self.merge_clusters(district, index, &target);
             }
         }
-        let now = self.now.unwrap_or(snap.last_seen);
+        let now = self.clock(district).unwrap_or(snap.last_seen);
         let alert = self.threads.evidence(key, snap, now);
         (id, alert.into_iter().collect())
     }
@@ -169,7 +181,7 @@ impl Detector {
         index: usize,
         target: &str,
     ) -> (Option<String>, Vec<Alert>) {
-        let now_bucket = self.now_bucket();
+        let now_bucket = self.clock_bucket(district);
         let len = self.config.buckets(self.config.incident_window_secs);
         let max_terms = self.config.max_cluster_terms;
         let Some(state) = self.districts.get_mut(district) else {
@@ -192,7 +204,7 @@ impl Detector {
         let snap = self.incident_snapshot(district, cluster, now_bucket, len);
         let key = incident_key(district, &cluster.id);
         let id = Some(cluster.id.clone());
-        let now = self.now.unwrap_or(snap.last_seen);
+        let now = self.clock(district).unwrap_or(snap.last_seen);
         (
             id,
             self.threads.evidence(key, snap, now).into_iter().collect(),

@@ -1,10 +1,13 @@
 //! Early warning: incident clustering, bursts and the alert lifecycle — pure, I/O-free, on
 //! event time.
 //!
-//! Sits at the end of the flow, after routing (`stages.rs` → detect): the caller (`process`,
-//! or `run` consuming the internal topic `citypulse.events` keyed by district) builds one
-//! [`DetectInput`] per output event and feeds it to [`Detector::observe`] in roughly event-time
-//! order; the [`Alert`] messages that come back go to `citypulse.alerts`, the SSE feed and the
+//! Sits at the end of the flow, after routing (`stages.rs` → detect): the caller builds one
+//! [`DetectInput`] per output event and feeds it in roughly event-time order — `process` to
+//! [`Detector::observe`] (one stream), `run` to [`Detector::observe_from`] with the partition of
+//! the internal topic `citypulse.events` (keyed by district) it came from, moving the watermark
+//! with [`Detector::advance_to`] and [`Watermarks`]. State that decides an alert is per
+//! district, so instances owning different districts together raise what one instance would.
+//! The [`Alert`] messages that come back go to `citypulse.alerts`, the SSE feed and the
 //! `{"alert": …}` lines of `process`. Nothing here reads a clock, sleeps or draws a random
 //! number: time is only what the events (or [`Detector::advance_to`]) say, ids are derived from
 //! content, and every collection that reaches the output is sorted, so replaying the same
@@ -21,6 +24,7 @@
 //!   `incidents.rs` holds clustering and the incident test, `bursts.rs` the category, term and
 //!   emotion tests, `time.rs` the watermark, decay, expiry and the district cap.
 //! - [`threads`]: the alert lifecycle (firing → updated → resolved, cooldowns) and severity.
+//! - [`watermark`]: the watermark over several sources (partitions), with idle sources left out.
 //! - [`eval`]: the `eval-alerts` evaluation on generated traffic with injected incidents.
 
 pub mod baseline;
@@ -33,10 +37,12 @@ mod incidents;
 pub mod sketch;
 pub mod threads;
 mod time;
+pub mod watermark;
 
 pub use config::DetectConfig;
 pub use detector::Detector;
 pub use eval::{evaluate_alerts, EvalAlertsReport, EvalOptions};
+pub use watermark::{SourceId, Watermarks};
 
 use crate::event::Channel;
 use chrono::{DateTime, FixedOffset};

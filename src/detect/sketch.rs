@@ -1,15 +1,17 @@
 //! Bounded term statistics: how common a term usually is in a district, and how often it was
 //! seen lately — in fixed memory whatever the vocabulary.
 //!
-//! The [`super::detector`] keeps one [`CountMin`] for the whole city (district × term → decayed
-//! count, the long-run share behind every term baseline) and one [`TermWindows`] per district
-//! (space-saving: the recent counts of the terms that occur most, with an error bound). A flood
-//! of a million distinct terms only churns the smallest entries; the sketch never grows.
+//! The [`super::detector`] keeps, per district, one [`CountMin`] (term → decayed count, the
+//! long-run share behind every term baseline) and one [`TermWindows`] (space-saving: the recent
+//! counts of the terms that occur most, with an error bound). Per district, so that collisions
+//! never mix districts: a district's baselines depend only on its own events. A flood of a
+//! million distinct terms only churns the smallest entries; the sketches never grow.
 
 use super::baseline::SparseWindow;
 use rustc_hash::FxHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
 
 const ROWS: usize = 4;
 
@@ -31,36 +33,36 @@ impl CountMin {
         }
     }
 
-    /// FxHash is fixed across runs and platforms of one word size, which keeps replays
-    /// identical; collisions only ever add to an estimate.
-    fn cells(&self, district: &str, term: &str) -> [usize; ROWS] {
-        let mut cells = [0; ROWS];
-        for (row, cell) in cells.iter_mut().enumerate() {
-            let mut hasher = FxHasher::default();
-            (row as u64 ^ 0x9E37_79B9_7F4A_7C15).hash(&mut hasher);
-            district.hash(&mut hasher);
-            term.hash(&mut hasher);
-            *cell = row * self.width + (hasher.finish() % self.width as u64) as usize;
-        }
-        cells
+    fn cells(&self, district: &str, term: &str) -> Cells {
+        DistrictHashers::new(district).cells(self, term)
     }
 
     /// Conservative update: only the counters at the current minimum rise, which keeps
     /// estimates far tighter under a flood of distinct terms and still never undercounts.
     pub fn add(&mut self, district: &str, term: &str) {
-        let cells = self.cells(district, term);
-        let min = cells.iter().map(|&c| self.counters[c]).min().unwrap_or(0);
-        for cell in cells {
-            if self.counters[cell] == min {
-                self.counters[cell] = min.saturating_add(1);
+        self.add_at(&self.cells(district, term));
+    }
+
+    /// [`CountMin::add`] at cells already located with [`DistrictHashers::cells`].
+    pub fn add_at(&mut self, cells: &Cells) {
+        let min = self.estimate_at(cells);
+        for &cell in &cells.0 {
+            if let Some(counter) = self.counters.get_mut(cell).filter(|c| **c == min) {
+                *counter = min.saturating_add(1);
             }
         }
     }
 
     pub fn estimate(&self, district: &str, term: &str) -> u32 {
-        self.cells(district, term)
+        self.estimate_at(&self.cells(district, term))
+    }
+
+    /// [`CountMin::estimate`] at cells already located with [`DistrictHashers::cells`].
+    pub fn estimate_at(&self, cells: &Cells) -> u32 {
+        cells
+            .0
             .iter()
-            .map(|&cell| self.counters[cell])
+            .map(|&cell| self.counters.get(cell).copied().unwrap_or(0))
             .min()
             .unwrap_or(0)
     }
@@ -82,6 +84,131 @@ impl CountMin {
     }
 }
 
+/// A term with its hash computed once, when the event's terms are collected: every map of
+/// terms (term windows, cluster profiles) is keyed by it with [`TermHasher`], so the text is
+/// hashed once per event instead of once per map and open cluster. Shared text, so a term
+/// entering a window or a profile costs no copy. Ordered by text.
+#[derive(Debug, Clone)]
+pub struct Term {
+    hash: u64,
+    text: Arc<str>,
+}
+
+impl Term {
+    pub fn new(text: &str) -> Self {
+        let mut hasher = FxHasher::default();
+        text.hash(&mut hasher);
+        // FxHash's low bits are weak; the maps take their bucket from the low bits and the
+        // cluster filters from the high ones, so mix them all (MurmurHash3's finaliser).
+        let mut h = hasher.finish();
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        Term {
+            hash: h,
+            text: Arc::from(text),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The mixed hash of the text.
+    pub fn hash_value(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl PartialEq for Term {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.text == other.text
+    }
+}
+
+impl Eq for Term {}
+
+impl Hash for Term {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for Term {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Term {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl std::fmt::Display for Term {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Hashes a [`Term`] by passing its precomputed hash through.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TermHasher(u64);
+
+impl Hasher for TermHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    /// Only [`Term`] keys are meant for this hasher; anything else still hashes correctly.
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hasher = FxHasher::with_seed(self.0 as usize);
+        hasher.write(bytes);
+        self.0 = hasher.finish();
+    }
+}
+
+/// A map keyed by [`Term`].
+pub type TermMap<V> = HashMap<Term, V, BuildHasherDefault<TermHasher>>;
+
+/// Where one district × term lands in a [`CountMin`]: one counter per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cells([usize; ROWS]);
+
+/// The row hashers with the district already hashed in: an event hashes its district once,
+/// not once per term and row. FxHash is fixed across runs and platforms of one word size,
+/// which keeps replays identical; collisions only ever add to an estimate.
+#[derive(Clone)]
+pub struct DistrictHashers([FxHasher; ROWS]);
+
+impl DistrictHashers {
+    pub fn new(district: &str) -> Self {
+        DistrictHashers(std::array::from_fn(|row| {
+            let mut hasher = FxHasher::default();
+            (row as u64 ^ 0x9E37_79B9_7F4A_7C15).hash(&mut hasher);
+            district.hash(&mut hasher);
+            hasher
+        }))
+    }
+
+    /// The cells of `term` in `sketch` (a sketch of the district these hashers were made for).
+    pub fn cells(&self, sketch: &CountMin, term: &str) -> Cells {
+        let width = sketch.width;
+        Cells(std::array::from_fn(|row| {
+            let mut hasher = self.0[row].clone();
+            term.hash(&mut hasher);
+            row * width + (hasher.finish() % width as u64) as usize
+        }))
+    }
+}
+
 /// One tracked term: its recent counts and how much of them may belong to terms it replaced.
 #[derive(Debug, Clone, PartialEq)]
 struct Tracked {
@@ -90,6 +217,8 @@ struct Tracked {
     error: u64,
     /// Insertion order, to break ties between equally small entries deterministically.
     seq: u64,
+    /// The bucket under which the entry waits in [`TermWindows::due`]: at most its oldest one.
+    due: i64,
 }
 
 /// Space-saving recent counts of the most frequent terms of one district, at most `capacity`
@@ -100,11 +229,17 @@ struct Tracked {
 pub struct TermWindows {
     capacity: usize,
     len_buckets: usize,
-    terms: HashMap<String, Tracked>,
+    /// Probed for every term of every event; never read in iteration order.
+    terms: TermMap<Tracked>,
     seq: u64,
     /// Entries that had the smallest count at the last scan, last to be replaced first: a
     /// flood of new terms then costs one scan per `capacity` replacements, not one each.
-    candidates: Vec<(u64, u64, String)>,
+    candidates: Vec<(u64, u64, Term)>,
+    /// Entries by a bucket no later than their oldest: only those whose bucket slid out of
+    /// the window can change when time moves on, so expiry visits them and not the table.
+    /// An entry is listed once under its `due` bucket; other listings are left-overs
+    /// (replaced entries, or an earlier bucket added late) and are skipped.
+    due: BTreeMap<i64, Vec<(u64, Term)>>,
 }
 
 impl TermWindows {
@@ -112,50 +247,62 @@ impl TermWindows {
         TermWindows {
             capacity: capacity.max(1),
             len_buckets,
-            terms: HashMap::new(),
+            terms: TermMap::default(),
             seq: 0,
             candidates: Vec::new(),
+            due: BTreeMap::new(),
         }
     }
 
     /// Counts `term` at `bucket` (the current bucket is `now`) and returns its guaranteed
     /// window count (count − error).
-    pub fn add(&mut self, term: &str, bucket: i64, now: i64) -> u64 {
+    pub fn add(&mut self, term: &Term, bucket: i64, now: i64) -> u64 {
         let len = self.len_buckets;
-        if !self.terms.contains_key(term) {
-            let mut error = 0;
-            if self.terms.len() >= self.capacity {
-                if let Some((count, victim)) = self.victim(now) {
-                    self.terms.remove(&victim);
-                    error = count;
-                }
+        if let Some(entry) = self.terms.get_mut(term) {
+            entry.window.add(bucket, 1);
+            if bucket < entry.due {
+                entry.due = bucket;
+                self.due
+                    .entry(bucket)
+                    .or_default()
+                    .push((entry.seq, term.clone()));
             }
-            self.seq += 1;
-            let mut window = SparseWindow::default();
-            if error > 0 {
-                window.add(now, error);
-            }
-            self.terms.insert(
-                term.to_string(),
-                Tracked {
-                    window,
-                    error,
-                    seq: self.seq,
-                },
-            );
+            return entry.window.total(now, len).saturating_sub(entry.error);
         }
-        match self.terms.get_mut(term) {
-            Some(entry) => {
-                entry.window.add(bucket, 1);
-                entry.window.total(now, len).saturating_sub(entry.error)
+        let mut error = 0;
+        if self.terms.len() >= self.capacity {
+            if let Some((count, victim)) = self.victim(now) {
+                self.terms.remove(&victim);
+                error = count;
             }
-            None => 0,
         }
+        self.seq += 1;
+        let mut window = SparseWindow::default();
+        if error > 0 {
+            window.add(now, error);
+        }
+        window.add(bucket, 1);
+        let count = window.total(now, len).saturating_sub(error);
+        let due = window.oldest().unwrap_or(bucket);
+        self.due
+            .entry(due)
+            .or_default()
+            .push((self.seq, term.clone()));
+        self.terms.insert(
+            term.clone(),
+            Tracked {
+                window,
+                error,
+                seq: self.seq,
+                due,
+            },
+        );
+        count
     }
 
     /// The entry to replace: the smallest window count, oldest first among equals. Candidates
     /// from the last scan are used while they still hold that count.
-    fn victim(&mut self, now: i64) -> Option<(u64, String)> {
+    fn victim(&mut self, now: i64) -> Option<(u64, Term)> {
         let len = self.len_buckets;
         for _ in 0..2 {
             while let Some((count, seq, term)) = self.candidates.pop() {
@@ -167,18 +314,21 @@ impl TermWindows {
                     return Some((count, term));
                 }
             }
-            let smallest = self
-                .terms
-                .values()
-                .map(|e| e.window.total(now, len))
-                .min()?;
-            self.candidates = self
-                .terms
-                .iter()
-                .map(|(t, e)| (e.window.total(now, len), e.seq, t))
-                .filter(|(count, _, _)| *count == smallest)
-                .map(|(count, seq, t)| (count, seq, t.clone()))
-                .collect();
+            if self.terms.is_empty() {
+                return None;
+            }
+            // One pass: the entries at the smallest count seen so far.
+            let mut smallest = u64::MAX;
+            for (term, entry) in &self.terms {
+                let count = entry.window.total(now, len);
+                if count < smallest {
+                    smallest = count;
+                    self.candidates.clear();
+                }
+                if count == smallest {
+                    self.candidates.push((count, entry.seq, term.clone()));
+                }
+            }
             // Popped from the end: the oldest (smallest seq) goes first.
             self.candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
         }
@@ -186,19 +336,38 @@ impl TermWindows {
     }
 
     /// Drops entries whose window is empty; called as time moves on.
+    ///
+    /// An entry whose buckets are all still in the window is left as it is: its count did
+    /// not drop, so neither can its error need lowering (the error is at most the count after
+    /// every expiry, and counts only grow in between).
     pub fn expire(&mut self, now: i64) {
         let len = self.len_buckets;
-        self.terms.retain(|_, entry| {
-            entry.window.expire(now, len);
-            if entry.window.is_empty() {
-                return false;
+        let oldest = now - len as i64 + 1;
+        while let Some(listed) = self.due.first_entry() {
+            if *listed.key() >= oldest {
+                break;
             }
-            // Once the inherited count has slid out of the window the count is exact again.
-            if entry.window.total(now, len) < entry.error {
-                entry.error = entry.window.total(now, len);
+            let (bucket, entries) = listed.remove_entry();
+            for (seq, term) in entries {
+                let Some(entry) = self.terms.get_mut(&term) else {
+                    continue;
+                };
+                if entry.seq != seq || entry.due != bucket {
+                    continue;
+                }
+                entry.window.expire(now, len);
+                let Some(first) = entry.window.oldest() else {
+                    self.terms.remove(&term);
+                    continue;
+                };
+                // Once the inherited count has slid out of the window the count is exact again.
+                if entry.window.total(now, len) < entry.error {
+                    entry.error = entry.window.total(now, len);
+                }
+                entry.due = first;
+                self.due.entry(first).or_default().push((seq, term));
             }
-            true
-        });
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -242,22 +411,43 @@ mod tests {
     fn space_saving_keeps_heavy_terms_while_singletons_churn() {
         let mut windows = TermWindows::new(16, 10);
         for _ in 0..5 {
-            windows.add("爆管", 100, 100);
+            windows.add(&Term::new("爆管"), 100, 100);
         }
         // 40 singletons over 15 free slots: the smallest entries churn, each inheriting the
         // count of the one it replaced, and stay below the heavy term.
         for i in 0..40 {
-            windows.add(&format!("noise{i}"), 100, 100);
+            windows.add(&Term::new(&format!("noise{i}")), 100, 100);
         }
         assert!(windows.len() <= 16);
         assert_eq!(
-            windows.add("爆管", 101, 101),
+            windows.add(&Term::new("爆管"), 101, 101),
             6,
             "heavy term kept with an exact count"
         );
         // A newcomer that replaced a counted entry reports only its guaranteed part.
-        assert_eq!(windows.add("停水", 101, 101), 1);
+        assert_eq!(windows.add(&Term::new("停水"), 101, 101), 1);
         windows.expire(200);
+        assert!(windows.is_empty());
+    }
+
+    #[test]
+    fn expiry_forgets_exactly_the_buckets_that_slid_out_late_ones_included() {
+        let (a, b, c) = (Term::new("爆管"), Term::new("停水"), Term::new("积水"));
+        let mut windows = TermWindows::new(2, 10);
+        windows.add(&a, 100, 100);
+        assert_eq!(windows.add(&a, 105, 105), 2);
+        assert_eq!(windows.add(&b, 105, 105), 1);
+        // Full: the newcomer replaces the smaller entry and reports only its own report.
+        assert_eq!(windows.add(&c, 106, 106), 1);
+        windows.expire(110);
+        assert_eq!(windows.add(&a, 110, 110), 2, "bucket 100 slid out");
+        windows.expire(116);
+        assert_eq!(windows.len(), 1, "the newcomer's only bucket slid out");
+        // A late report puts an older bucket in front of the entry; it slides out first.
+        assert_eq!(windows.add(&a, 108, 116), 2);
+        windows.expire(118);
+        assert_eq!(windows.add(&a, 118, 118), 2, "late bucket 108 slid out");
+        windows.expire(130);
         assert!(windows.is_empty());
     }
 }

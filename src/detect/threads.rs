@@ -220,12 +220,36 @@ impl Threads {
         }
     }
 
-    /// Resolves every thread with no evidence for the quiet period, in key order.
+    /// Resolves every thread with no evidence for the quiet period, in key order. `now` is a
+    /// watermark: no admitted event of any district is older, so no thread resolved here could
+    /// still have been fed.
     pub fn resolve_quiet(&mut self, now: DateTime<FixedOffset>) -> Vec<Alert> {
+        let alerts = self.resolve_where(now, |_| true);
+        self.cooldown.retain(|_, until| *until > now);
+        alerts
+    }
+
+    /// Resolves the quiet threads of one district at that district's own clock. Cooldowns of
+    /// other districts are left alone: their clocks may be behind this one.
+    pub fn resolve_quiet_in(&mut self, district: &str, now: DateTime<FixedOffset>) -> Vec<Alert> {
+        let alerts = self.resolve_where(now, |k| k.district == district);
+        self.cooldown
+            .retain(|k, until| k.district != district || *until > now);
+        alerts
+    }
+
+    /// The resolved message says when the thread went quiet (`last_hot` + the quiet period),
+    /// not when time was next seen to move: that instant, and the cooldown counted from it,
+    /// are then the same whichever clock (the district's next event or a watermark) noticed.
+    fn resolve_where(
+        &mut self,
+        now: DateTime<FixedOffset>,
+        select: impl Fn(&ThreadKey) -> bool,
+    ) -> Vec<Alert> {
         let quiet: Vec<ThreadKey> = self
             .active
             .iter()
-            .filter(|(_, t)| now - t.last_hot >= self.resolve_quiet)
+            .filter(|(k, t)| select(k) && now - t.last_hot >= self.resolve_quiet)
             .map(|(k, _)| k.clone())
             .collect();
         let mut alerts = Vec::new();
@@ -233,22 +257,22 @@ impl Threads {
             let Some(thread) = self.active.remove(&key) else {
                 continue;
             };
+            let at = thread.last_hot + self.resolve_quiet;
             let alert = message(
                 &thread.alert_id,
                 &key,
                 &thread.current,
                 AlertStatus::Resolved,
-                now,
+                at,
             );
             self.emitted_by_kind[kind_index(key.kind)][2] += 1;
-            self.cooldown.insert(key, now + self.cooldown_for);
+            self.cooldown.insert(key, at + self.cooldown_for);
             self.recent.push_back(alert.clone());
             while self.recent.len() > self.max_recent {
                 self.recent.pop_front();
             }
             alerts.push(alert);
         }
-        self.cooldown.retain(|_, until| *until > now);
         alerts
     }
 
