@@ -1,24 +1,53 @@
-//! Wiring for detection in `run`: the internal topic `citypulse.events` (keyed by district) in,
-//! alert messages out to `citypulse.alerts`, the live feed and the metrics.
+//! Wiring for `run`, stage 2: detection. The internal topic `citypulse.events` (keyed by
+//! district) in; each event, now carrying its `incident_id`, out to the routed / triage /
+//! ignored topic by its route; alert messages out to `citypulse.alerts`, the live feed and the
+//! metrics.
 //!
-//! The routing pipeline (`pipeline.rs`) writes every event to the internal topic as well, keyed
-//! by district, so all events of a district land on one partition. This task consumes that
-//! topic in its own consumer group: instances in the group each own a share of the districts
-//! and together raise the same alerts as one instance would. Detection state is rebuilt on
-//! every assignment by re-reading the topic's recent past (`detect_rebuild_secs`); alerts raised
-//! while re-reading what was already processed (below the committed offset) are not published
-//! again.
+//! ```text
+//! raw.* ─> stage 1 (pipeline.rs) ─> citypulse.events ─> stage 2 (here) ─> routed / triage / ignored
+//!          decode … route            keyed by district    Detector          citypulse.alerts, feed
+//!          (bad input ─> DLQ)                             observe_from
+//! ```
+//! Stage 2 consumes the internal topic in its own consumer group (`<group>-detect`): instances
+//! in the group each own a share of the districts and together raise the same alerts as one
+//! instance would: all detection state that decides an alert is per district (see
+//! `detect::detector`). Detection state is rebuilt on every assignment by re-reading the
+//! topic's recent past (`detect_rebuild_secs`); messages below the committed offset were
+//! processed before, so re-reading them only rebuilds state: they produce neither events nor
+//! alerts and are never marked begun, so the commit never moves backwards.
+//!
+//! At-least-once, as in stage 1: each internal offset is begun in an [`OffsetTracker`] and
+//! completed once the routed event and every alert it caused were acknowledged; the commit
+//! point never passes an unfinished offset. Acknowledgements are awaited concurrently, up to
+//! `pipeline.max_in_flight` records (and [`MAX_IN_FLIGHT_BYTES`]); at the limit the consumer
+//! stops reading. On revoke, what finished is committed and the partitions are forgotten; on
+//! shutdown the acknowledgements are drained for up to `pipeline.shutdown_timeout_secs` and
+//! what finished is committed.
+//!
+//! Event time is per partition: an event is late only against its own partition's latest
+//! event, and the watermark that resolves quiet alerts is the minimum over the assigned
+//! partitions ([`Watermarks`]), partitions idle for `detect.idle_partition_secs` left out. So
+//! one partition catching up on a backlog while the others are live loses nothing.
 
 use crate::alert_feed::AlertFeed;
 use crate::config::PipelineConfig;
-use crate::detect::{Alert, DetectInput, Detector};
+use crate::detect::{Alert, DetectInput, Detector, Watermarks};
 use crate::event::Event;
-use crate::kafka::offsets::PartitionKey;
+use crate::kafka::offsets::{OffsetTracker, PartitionKey};
+use crate::kafka::{commit_offsets, consumer_config, create_producer, lock};
 use crate::metrics::Metrics;
-use chrono::{DateTime, FixedOffset, Utc};
+use crate::pipeline::{
+    commit_finished, dead_letter_record, enqueue_async, event_message, final_commit, settle,
+    InputRecord, OutputTopics, PendingAck, PipelineError, Settled, MAX_IN_FLIGHT_BYTES,
+};
+use crate::stages::DeadLetter;
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -28,11 +57,32 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// Header of an internal message: when the input record it came from entered Kafka (epoch
+/// milliseconds), so stage 2 measures the latency end to end.
+pub const INPUT_TIMESTAMP_HEADER: &str = "citypulse.input_timestamp_ms";
+
 /// The internal topic's payload: the event and the content tokens detection clusters on.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct InternalEvent {
     pub event: Event,
     pub tokens: Vec<String>,
+}
+
+/// The ordered stream an internal event came from: its internal partition together with the
+/// input partition stage 1 read it from. Stage 1 keeps each input partition in order, but its
+/// workers drift apart, so one internal partition interleaves several ordered streams; judging
+/// lateness per interleaved stream (not per internal partition) keeps a worker that runs ahead
+/// from making another worker's events late. Deterministic, so a replay sees the same sources.
+pub fn event_source(internal_partition: i32, event: &Event) -> crate::detect::SourceId {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = rustc_hash::FxHasher::default();
+    internal_partition.hash(&mut hasher);
+    if let Some(origin) = &event.source {
+        origin.topic.hash(&mut hasher);
+        origin.partition.hash(&mut hasher);
+    }
+    // Truncation is fine: a collision only merges two sources' lateness clocks.
+    hasher.finish() as crate::detect::SourceId
 }
 
 /// The internal topic's key: the district, so one instance sees all of a district's events.
@@ -69,6 +119,8 @@ struct Assignment {
 struct DetectionContext {
     assignment: Arc<Assignment>,
     rebuild: Duration,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    metrics: Metrics,
 }
 
 impl ClientContext for DetectionContext {}
@@ -81,6 +133,7 @@ impl ConsumerContext for DetectionContext {
         partitions: &mut TopicPartitionList,
     ) {
         if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            self.release(consumer, partitions);
             if let Err(error) = consumer.unassign() {
                 tracing::warn!(%error, "detection: unassign failed");
             }
@@ -136,156 +189,428 @@ impl ConsumerContext for DetectionContext {
             );
         }
     }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            self.metrics.commit_failures.inc();
+            tracing::warn!(%error, partitions = offsets.count(), "detection: offset commit failed; retried at the next interval");
+            lock(&self.tracker).commit_failed(&partition_keys(offsets));
+        }
+    }
 }
 
-/// Consume the internal topic and raise alerts until `stop` is cancelled.
+impl DetectionContext {
+    /// Partitions are leaving: commit what finished on them and forget them, so the next owner
+    /// re-reads (and routes again) only records whose outputs were not all acknowledged.
+    fn release(&self, consumer: &BaseConsumer<Self>, partitions: &TopicPartitionList) {
+        let keys = partition_keys(partitions);
+        let mut tracker = lock(&self.tracker);
+        let finished: Vec<(PartitionKey, i64)> = tracker
+            .committable()
+            .into_iter()
+            .filter(|(key, _)| keys.contains(key))
+            .collect();
+        if !finished.is_empty() {
+            match commit_offsets(consumer, &finished, CommitMode::Sync) {
+                Ok(()) => self.metrics.commits.inc(),
+                Err(error) => {
+                    self.metrics.commit_failures.inc();
+                    tracing::warn!(%error, "detection: commit before revoke failed; the next owner re-reads more");
+                }
+            }
+        }
+        tracker.forget(&keys);
+        tracing::info!(partitions = keys.len(), "detection partitions revoked");
+    }
+}
+
+fn partition_keys(list: &TopicPartitionList) -> Vec<PartitionKey> {
+    list.elements()
+        .iter()
+        .map(|e| PartitionKey {
+            topic: e.topic().to_string(),
+            partition: e.partition(),
+        })
+        .collect()
+}
+
+/// The outcome of one entry of the acknowledgement set: a record whose outputs were all
+/// acknowledged (with the assignment generation it was begun in), or `None` for alerts not
+/// caused by a record (quiet threads resolving on the watermark).
+type Acked = Result<Option<(Settled, u64)>, PipelineError>;
+
+/// Stage 2 between messages: the detector and the outputs awaiting acknowledgement.
+struct DetectStage<'c> {
+    config: &'c PipelineConfig,
+    detector: Detector,
+    watermarks: Watermarks,
+    generation: u64,
+    assignment: Arc<Assignment>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    producer: FutureProducer,
+    outputs: Arc<OutputTopics>,
+    feed: AlertFeed,
+    metrics: Metrics,
+    /// Payload bytes of the records awaiting acknowledgement.
+    bytes: usize,
+}
+
+/// Consume the internal topic, assign incidents, route the events and raise alerts until `stop`
+/// is cancelled (then drain and commit). A fatal delivery error cancels `stop` too, so the
+/// routing stage sharing the token stops rather than feed a stage that no longer runs.
 pub async fn run(
     config: &PipelineConfig,
     feed: AlertFeed,
     metrics: Metrics,
     stop: CancellationToken,
-) -> Result<(), KafkaError> {
+) -> Result<(), PipelineError> {
+    let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
     let assignment = Arc::new(Assignment::default());
-    let mut client = crate::kafka::consumer_config(&config.kafka);
+    let mut client = consumer_config(&config.kafka);
     client.set("group.id", format!("{}-detect", config.kafka.group_id));
     // Small fetches per partition, so that when detection catches up on a backlog (a restart,
-    // a rebalance) the districts' partitions are read interleaved and event time moves forward
-    // evenly: detection drops events more than the allowed lateness behind the newest one.
+    // a rebalance) the partitions are read interleaved: the watermark, the minimum over the
+    // partitions, then moves forward evenly and quiet alerts resolve on time.
     client.set("max.partition.fetch.bytes", "16384");
-    let consumer: StreamConsumer<DetectionContext> =
-        client.create_with_context(DetectionContext {
-            assignment: assignment.clone(),
-            rebuild: Duration::from_secs(config.detect_rebuild_secs()),
+    // Stage 2 sits on the routed events' path: a quiet internal topic should not hold a fetch
+    // open for librdkafka's default 500 ms before handing over what arrived.
+    client.set("fetch.wait.max.ms", "50");
+    let consumer: Arc<StreamConsumer<DetectionContext>> = Arc::new(
+        client
+            .create_with_context(DetectionContext {
+                assignment: assignment.clone(),
+                rebuild: Duration::from_secs(config.detect_rebuild_secs()),
+                tracker: tracker.clone(),
+                metrics: metrics.clone(),
+            })
+            .map_err(PipelineError::Client)?,
+    );
+    let events_topic = config.kafka.events_topic.clone();
+    consumer
+        .subscribe(&[&events_topic])
+        .map_err(|source| PipelineError::Subscribe {
+            topics: vec![events_topic.clone()],
+            source,
         })?;
-    consumer.subscribe(&[&config.kafka.events_topic])?;
-    let producer: FutureProducer = crate::kafka::producer_config(&config.kafka).create()?;
-    let alerts_topic = config.kafka.alerts_topic.clone();
-    let lateness = chrono::Duration::seconds(config.detect.allowed_lateness_secs);
+    let producer = create_producer(&config.kafka).map_err(PipelineError::Client)?;
+    let settings = &config.pipeline;
+    let mut stage = DetectStage {
+        config,
+        detector: Detector::new(config.detect.clone()),
+        watermarks: new_watermarks(config),
+        generation: assignment.generation.load(Ordering::SeqCst),
+        assignment,
+        tracker: tracker.clone(),
+        producer,
+        outputs: Arc::new(OutputTopics::new(config)),
+        feed,
+        metrics: metrics.clone(),
+        bytes: 0,
+    };
+    // Outside `stage`, which is borrowed across awaits and so must be `Sync`.
+    let mut pending: FuturesUnordered<BoxFuture<'static, Acked>> = FuturesUnordered::new();
 
-    let mut detector = Detector::new(config.detect.clone());
-    let mut generation = assignment.generation.load(Ordering::SeqCst);
-    let mut next_offsets: HashMap<PartitionKey, i64> = HashMap::new();
-    // The newest event time seen, and when it arrived.
-    let mut latest_event: Option<(DateTime<FixedOffset>, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut commit_tick = tokio::time::interval(Duration::from_millis(settings.commit_interval_ms));
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fatal = None;
     loop {
-        let message = tokio::select! {
+        let full = pending.len() >= settings.max_in_flight || stage.bytes >= MAX_IN_FLIGHT_BYTES;
+        tokio::select! {
+            biased;
             _ = stop.cancelled() => break,
-            _ = tick.tick() => {
-                // Let quiet alerts resolve when no event arrives: event time moves on from the
-                // latest event as fast as the wall clock since it arrived. Anchored to the events,
-                // not to the wall clock, so replaying an old stream works as a live one does.
-                if let Some((event_time, arrived)) = latest_event {
-                    let idle = chrono::Duration::from_std(arrived.elapsed()).unwrap_or_default();
-                    for alert in detector.advance_to(event_time + idle - lateness) {
-                        publish(&producer, &alerts_topic, &feed, &metrics, alert).await;
-                    }
+            Some(acked) = pending.next(), if !pending.is_empty() => {
+                if let Err(error) = stage.acked(acked) {
+                    tracing::error!(%error, "detection: fatal delivery error; stopping");
+                    fatal = Some(error);
+                    stop.cancel();
+                    break;
                 }
-                commit(&consumer, &mut next_offsets);
-                report(&detector, &metrics);
-                continue;
             }
-            message = consumer.recv() => match message {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::warn!(%error, "detection consumer error");
-                    continue;
-                }
+            _ = commit_tick.tick() => commit_finished(&consumer, &tracker, &metrics),
+            _ = tick.tick() => pending.extend(stage.tick().await),
+            // At the limit only acknowledgements (above) are awaited until some complete.
+            message = consumer.recv(), if !full => match message {
+                Ok(message) => pending.extend(stage.message(&message).await),
+                Err(error) => tracing::warn!(%error, "detection consumer error"),
             },
-        };
-        let current = assignment.generation.load(Ordering::SeqCst);
-        if current != generation {
-            generation = current;
-            detector = Detector::new(config.detect.clone());
-            next_offsets.clear();
-            latest_event = None;
         }
-        let key = PartitionKey {
+    }
+
+    // Drain: await what is still unacknowledged, then commit what finished.
+    let grace = Duration::from_secs(settings.shutdown_timeout_secs);
+    let drain = async {
+        while let Some(acked) = pending.next().await {
+            if let Err(error) = stage.acked(acked) {
+                tracing::error!(%error, "detection: fatal delivery error while draining");
+                fatal.get_or_insert(error);
+            }
+        }
+    };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::warn!(
+            secs = settings.shutdown_timeout_secs,
+            "detection drain timed out; committing what was acknowledged, the rest will be re-read"
+        );
+    }
+    final_commit(consumer, tracker, &metrics).await;
+    fatal.map_or(Ok(()), Err)
+}
+
+fn new_watermarks(config: &PipelineConfig) -> Watermarks {
+    Watermarks::new(
+        config.detect.allowed_lateness_secs,
+        Duration::from_secs(config.detect.idle_partition_secs),
+    )
+}
+
+impl DetectStage<'_> {
+    /// Every second: quiet alerts resolve as the watermark passes them. When every partition
+    /// is idle it moves on from the latest event as fast as the wall clock since that arrived:
+    /// anchored to the events, not to the wall clock, so replaying an old stream works as a
+    /// live one does.
+    async fn tick(&mut self) -> Option<BoxFuture<'static, Acked>> {
+        if let Some(watermark) = self.watermarks.watermark(Instant::now()) {
+            let mut deliveries = Vec::new();
+            for alert in self.detector.advance_to(watermark) {
+                deliveries.extend(self.alert(alert).await);
+            }
+            if !deliveries.is_empty() {
+                let metrics = self.metrics.clone();
+                report(&self.detector, &self.metrics);
+                return Some(Box::pin(async move {
+                    // Not tied to a record, so nothing to hold back: a failure is counted and
+                    // logged, and the alert is still on the live feed.
+                    for (topic, delivery) in deliveries {
+                        if let Err(error) = acknowledged(delivery).await {
+                            metrics
+                                .delivery_failures
+                                .with_label_values(&["alert"])
+                                .inc();
+                            tracing::error!(%error, %topic, "alert not delivered to Kafka (still on the live feed)");
+                        }
+                    }
+                    Ok(None)
+                }));
+            }
+        }
+        report(&self.detector, &self.metrics);
+        None
+    }
+
+    /// A new assignment (the rebalance callback bumped the generation): start from empty
+    /// state, rebuilt from the re-read history.
+    fn reset_if_reassigned(&mut self) {
+        let current = self.assignment.generation.load(Ordering::SeqCst);
+        if current == self.generation {
+            return;
+        }
+        self.generation = current;
+        self.detector = Detector::new(self.config.detect.clone());
+        self.watermarks = new_watermarks(self.config);
+        let assigned: Vec<i32> = self
+            .assignment
+            .replay_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .map(|k| k.partition)
+            .collect();
+        self.watermarks.assign(assigned, Instant::now());
+    }
+
+    /// One internal message: observe it, then (unless re-read to rebuild state) route the
+    /// event with its incident id and publish the alerts it caused.
+    async fn message(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+    ) -> Option<BoxFuture<'static, Acked>> {
+        self.reset_if_reassigned();
+        let partition = PartitionKey {
             topic: message.topic().to_string(),
             partition: message.partition(),
         };
         let offset = message.offset();
-        let replaying = assignment
+        let replaying = self
+            .assignment
             .replay_until
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
+            .get(&partition)
             .is_some_and(|until| offset < *until);
-        match message
-            .payload()
-            .map(serde_json::from_slice::<InternalEvent>)
-        {
-            Some(Ok(internal)) => {
-                let occurred = internal.event.occurred_at;
-                if latest_event.is_none_or(|(latest, _)| occurred > latest) {
-                    latest_event = Some((occurred, Instant::now()));
-                }
-                let observation =
-                    detector.observe(&detect_input(&internal.event, &internal.tokens));
-                if !replaying {
-                    for alert in observation.alerts {
-                        publish(&producer, &alerts_topic, &feed, &metrics, alert).await;
+        let parsed = match message.payload() {
+            Some(payload) => serde_json::from_slice::<InternalEvent>(payload)
+                .map_err(|error| format!("unreadable internal event: {error}")),
+            None => Err("internal message without payload".to_string()),
+        };
+        let mut internal = match parsed {
+            Ok(internal) => Some(internal),
+            Err(reason) => {
+                // Written by citypulse itself, so unreadable means a version mismatch.
+                tracing::error!(%reason, offset, "detection: internal message dead-lettered");
+                None
+            }
+        };
+        let observation = internal.as_ref().map(|internal| {
+            let source = event_source(partition.partition, &internal.event);
+            self.watermarks
+                .seen(source, internal.event.occurred_at, Instant::now());
+            self.detector
+                .observe_from(source, &detect_input(&internal.event, &internal.tokens))
+        });
+        if replaying {
+            return None;
+        }
+        let record = InputRecord {
+            channel: internal.as_ref().map(|i| i.event.channel),
+            offset,
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            timestamp_ms: input_timestamp(message),
+            partition,
+        };
+        lock(&self.tracker).begin(&record.partition, offset);
+        let mut deliveries = Vec::new();
+        match (internal.as_mut(), observation) {
+            (Some(internal), Some(observation)) => {
+                internal.event.incident_id = observation.incident_id;
+                match event_message(&internal.event) {
+                    Ok(routed) => {
+                        let topic = routed.topic(&self.outputs).to_string();
+                        let delivery = enqueue_async(
+                            &self.producer,
+                            FutureRecord::to(&topic)
+                                .key(&routed.key)
+                                .payload(&routed.payload),
+                        )
+                        .await;
+                        deliveries.push((topic, delivery));
+                    }
+                    Err(error) => {
+                        let dead = DeadLetter {
+                            reason: "internal_error",
+                            message: format!("cannot serialise event: {error}"),
+                        };
+                        deliveries.push(self.dead_letter(&record, &dead).await);
                     }
                 }
+                for alert in observation.alerts {
+                    deliveries.extend(self.alert(alert).await);
+                }
             }
-            // Written by citypulse itself, so unreadable means a version mismatch: say so, go on.
-            Some(Err(error)) => {
-                tracing::error!(%error, offset, "detection: unreadable internal event skipped")
-            }
-            None => {}
-        }
-        next_offsets.insert(key, offset + 1);
-    }
-    commit(&consumer, &mut next_offsets);
-    Ok(())
-}
-
-async fn publish(
-    producer: &FutureProducer,
-    topic: &str,
-    feed: &AlertFeed,
-    metrics: &Metrics,
-    alert: Alert,
-) {
-    metrics
-        .alerts
-        .with_label_values(&[
-            alert.kind.as_str(),
-            alert.status.as_str(),
-            alert.severity.as_str(),
-        ])
-        .inc();
-    tracing::info!(
-        alert_id = %alert.alert_id, kind = alert.kind.as_str(), status = alert.status.as_str(),
-        district = alert.district.as_deref().unwrap_or("-"), count = alert.count, "alert"
-    );
-    match serde_json::to_vec(&alert) {
-        Ok(payload) => {
-            let record = FutureRecord::to(topic)
-                .key(&alert.alert_id)
-                .payload(&payload);
-            // Alerts are rare and matter: wait for the broker, retrying for as long as it takes.
-            if let Err((error, _)) = producer.send(record, Duration::from_secs(30)).await {
-                metrics
-                    .delivery_failures
-                    .with_label_values(&["alert"])
-                    .inc();
-                tracing::error!(%error, "alert not delivered to Kafka (still on the live feed)");
+            _ => {
+                let dead = DeadLetter {
+                    reason: "invalid_internal_event",
+                    message: "the internal message is not an event this version reads".into(),
+                };
+                deliveries.push(self.dead_letter(&record, &dead).await);
             }
         }
-        Err(error) => tracing::error!(%error, "cannot serialise alert"),
+        self.bytes += record.payload.len();
+        let generation = self.generation;
+        let ack = PendingAck {
+            partition: record.partition.clone(),
+            offset,
+            deliveries,
+            original: record,
+        };
+        let settling = settle(
+            ack,
+            self.producer.clone(),
+            self.outputs.clone(),
+            self.metrics.clone(),
+        );
+        Some(Box::pin(async move {
+            settling.await.map(|settled| Some((settled, generation)))
+        }))
     }
-    feed.publish(alert);
+
+    async fn dead_letter(
+        &self,
+        record: &InputRecord,
+        dead: &DeadLetter,
+    ) -> (String, Result<DeliveryFuture, KafkaError>) {
+        let dlq = &self.outputs.dlq;
+        let delivery = enqueue_async(&self.producer, dead_letter_record(dlq, record, dead)).await;
+        self.metrics
+            .dead_letters
+            .with_label_values(&[
+                record
+                    .channel
+                    .map_or("unknown", crate::event::Channel::as_str),
+                dead.reason,
+            ])
+            .inc();
+        (dlq.clone(), delivery)
+    }
+
+    /// Count and log an alert, put it on the live feed and hand it to the producer (keyed by
+    /// alert id). `None` when it cannot be serialised (logged).
+    async fn alert(&self, alert: Alert) -> Option<(String, Result<DeliveryFuture, KafkaError>)> {
+        self.metrics
+            .alerts
+            .with_label_values(&[
+                alert.kind.as_str(),
+                alert.status.as_str(),
+                alert.severity.as_str(),
+            ])
+            .inc();
+        tracing::info!(
+            alert_id = %alert.alert_id, kind = alert.kind.as_str(), status = alert.status.as_str(),
+            district = alert.district.as_deref().unwrap_or("-"), count = alert.count, "alert"
+        );
+        let delivery = match serde_json::to_vec(&alert) {
+            Ok(payload) => {
+                let topic = &self.outputs.alerts;
+                let delivery = enqueue_async(
+                    &self.producer,
+                    FutureRecord::to(topic)
+                        .key(&alert.alert_id)
+                        .payload(&payload),
+                )
+                .await;
+                Some((topic.clone(), delivery))
+            }
+            Err(error) => {
+                tracing::error!(%error, alert_id = %alert.alert_id, "cannot serialise alert");
+                None
+            }
+        };
+        self.feed.publish(alert);
+        delivery
+    }
+
+    /// An entry of the acknowledgement set finished: complete its offset (unless it belongs
+    /// to an assignment since revoked: the next owner re-reads it).
+    fn acked(&mut self, acked: Acked) -> Result<(), PipelineError> {
+        let Some((settled, generation)) = acked? else {
+            return Ok(());
+        };
+        self.bytes = self.bytes.saturating_sub(settled.bytes);
+        settled.observe_latency(&self.metrics);
+        if generation == self.assignment.generation.load(Ordering::SeqCst) {
+            lock(&self.tracker).complete(&settled.partition, settled.offset);
+        }
+        Ok(())
+    }
 }
 
-fn commit(consumer: &StreamConsumer<DetectionContext>, next: &mut HashMap<PartitionKey, i64>) {
-    if next.is_empty() {
-        return;
-    }
-    let offsets: Vec<(PartitionKey, i64)> = next.drain().collect();
-    if let Err(error) = crate::kafka::commit_offsets(consumer, &offsets, CommitMode::Async) {
-        tracing::warn!(%error, "detection offset commit failed; retried next time");
-        next.extend(offsets);
+/// The input record's timestamp, carried from stage 1 in a header.
+fn input_timestamp(message: &BorrowedMessage<'_>) -> Option<i64> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|header| header.key == INPUT_TIMESTAMP_HEADER)
+        .and_then(|header| header.value)
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .and_then(|value| value.parse().ok())
+}
+
+async fn acknowledged(delivery: Result<DeliveryFuture, KafkaError>) -> Result<(), KafkaError> {
+    match delivery?.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(error),
+        Err(_canceled) => Err(KafkaError::Canceled),
     }
 }
 

@@ -1,20 +1,26 @@
-//! Wiring for `run`: a Kafka source and sinks around the stages, with bounded queues, offset
-//! tracking and a graceful shutdown.
+//! Wiring for `run`, stage 1: a Kafka source and sinks around the stages, with bounded queues,
+//! offset tracking and a graceful shutdown.
 //!
 //! ```text
 //! consumer task ──(bounded, by partition)──> worker threads ──(bounded)──> ack task
 //!   recv, begin offset,                       stages::process,              await broker acks,
 //!   commit every interval                     produce outputs               complete offset
 //! ```
-//! At-least-once: an input offset is committed only once every output it caused (routed,
-//! triage or dead-letter message) was acknowledged by the broker. Records of one partition
-//! always go to the same worker, so per-partition order is kept on the outputs. When the
-//! in-flight limit is reached the consumer stops reading until acknowledgements catch up, so a
-//! slow or absent broker pauses the pipeline instead of growing memory.
+//! With detection on (`pipeline.detection`, the default) a good event goes only to the internal
+//! topic `citypulse.events`, keyed by district; stage 2 (`detection.rs`) assigns its incident
+//! and routes it with [`event_message`], so routed events carry their `incident_id`. With
+//! detection off the event is routed here directly. Bad input goes to the dead-letter topic in
+//! both cases.
+//!
+//! At-least-once: an input offset is committed only once every output it caused (internal,
+//! routed, triage or dead-letter message) was acknowledged by the broker. Records of one
+//! partition always go to the same worker, so per-partition order is kept on the outputs. When
+//! the in-flight limit is reached the consumer stops reading until acknowledgements catch up, so
+//! a slow or absent broker pauses the pipeline instead of growing memory.
 
 use crate::channels::MAX_RECORD_BYTES;
 use crate::config::PipelineConfig;
-use crate::detection::{district_key, InternalEvent};
+use crate::detection::{district_key, InternalEvent, INPUT_TIMESTAMP_HEADER};
 use crate::event::{Channel, Event, Route, SourceRef};
 use crate::health::Health;
 use crate::kafka::offsets::{OffsetTracker, PartitionKey};
@@ -23,7 +29,7 @@ use crate::metrics::{Metrics, Stage};
 use crate::stages::{DeadLetter, Outcome, Stages};
 use chrono::{FixedOffset, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -53,35 +59,63 @@ pub enum PipelineError {
     },
 }
 
-/// One input record, copied out of the consumer's buffer so the consumer can move on.
-struct InputRecord {
-    partition: PartitionKey,
-    offset: i64,
-    channel: Option<Channel>,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    /// The broker's (or producer's) timestamp, for the end-to-end latency histogram.
-    timestamp_ms: Option<i64>,
+/// One input record, copied out of the consumer's buffer so the consumer can move on. Stage 2
+/// builds one per internal message, so both stages dead-letter the same way.
+pub(crate) struct InputRecord {
+    pub(crate) partition: PartitionKey,
+    pub(crate) offset: i64,
+    pub(crate) channel: Option<Channel>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Vec<u8>,
+    /// When the original input entered Kafka, for the end-to-end latency histogram.
+    pub(crate) timestamp_ms: Option<i64>,
 }
 
 /// The outputs of one input record, waiting for the broker's acknowledgement.
-struct PendingAck {
-    partition: PartitionKey,
-    offset: i64,
-    deliveries: Vec<(String, Result<DeliveryFuture, KafkaError>)>,
+pub(crate) struct PendingAck {
+    pub(crate) partition: PartitionKey,
+    pub(crate) offset: i64,
+    pub(crate) deliveries: Vec<(String, Result<DeliveryFuture, KafkaError>)>,
     /// Kept so a per-message refusal of an output can still dead-letter the original.
-    original: InputRecord,
+    pub(crate) original: InputRecord,
 }
 
 /// Output topic names, resolved once.
-#[derive(Clone)]
-struct OutputTopics {
-    routed: String,
-    triage: String,
-    ignored: String,
-    dlq: String,
+pub(crate) struct OutputTopics {
+    pub(crate) routed: String,
+    pub(crate) triage: String,
+    pub(crate) ignored: String,
+    pub(crate) dlq: String,
+    pub(crate) alerts: String,
     /// The internal topic for detection, when detection runs.
-    events: Option<String>,
+    pub(crate) events: Option<String>,
+}
+
+impl OutputTopics {
+    pub(crate) fn new(config: &PipelineConfig) -> Self {
+        OutputTopics {
+            routed: config.kafka.routed_topic.clone(),
+            triage: config.kafka.triage_topic.clone(),
+            ignored: config.kafka.ignored_topic.clone(),
+            dlq: config.kafka.dlq_topic.clone(),
+            alerts: config.kafka.alerts_topic.clone(),
+            events: config
+                .pipeline
+                .detection
+                .then(|| config.kafka.events_topic.clone()),
+        }
+    }
+
+    /// The role of an output topic, the label of the delivery-failure counter.
+    fn role(&self, topic: &str) -> &'static str {
+        if topic == self.dlq {
+            "dlq"
+        } else if topic == self.alerts {
+            "alert"
+        } else {
+            "event"
+        }
+    }
 }
 
 /// Records whose outputs are not all acknowledged: how many and how many bytes.
@@ -92,8 +126,8 @@ struct InFlight {
     completed: Notify,
 }
 
-/// Largest total payload of in-flight records before the consumer waits.
-const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
+/// Largest total payload of in-flight records before the consumer waits (each stage).
+pub(crate) const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 
 /// China Standard Time, the zone of every timestamp citypulse writes.
 pub fn china_standard_time() -> FixedOffset {
@@ -141,16 +175,10 @@ pub async fn run(
         })?;
     tracing::info!(?topics, group = %config.kafka.group_id, "subscribed");
 
-    let outputs = OutputTopics {
-        routed: config.kafka.routed_topic.clone(),
-        triage: config.kafka.triage_topic.clone(),
-        ignored: config.kafka.ignored_topic.clone(),
-        dlq: config.kafka.dlq_topic.clone(),
-        events: config
-            .pipeline
-            .detection
-            .then(|| config.kafka.events_topic.clone()),
-    };
+    let outputs = Arc::new(OutputTopics::new(config));
+    // With detection on, this stage's outputs are not the end of the flow: stage 2 observes
+    // the end-to-end latency from the input timestamp carried on the internal message.
+    let observe_latency = outputs.events.is_none();
     let settings = &config.pipeline;
     // A fatal error anywhere stops the consumer the same way a signal does.
     let stop = shutdown.child_token();
@@ -175,7 +203,8 @@ pub async fn run(
         ack_rx,
         in_flight.clone(),
         producer.clone(),
-        outputs.dlq.clone(),
+        outputs,
+        observe_latency,
         metrics.clone(),
         stop.clone(),
     ));
@@ -288,9 +317,9 @@ fn worker_for(partition: &PartitionKey, workers: usize) -> usize {
 }
 
 /// Commit every partition whose commit point moved. Asynchronous: a failure is reported to the
-/// context's commit callback, which offers the offsets again next time.
-fn commit_finished(
-    consumer: &StreamConsumer<PipelineContext>,
+/// context's commit callback, which offers the offsets again next time. Shared with stage 2.
+pub(crate) fn commit_finished<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
     tracker: &Mutex<OffsetTracker>,
     metrics: &Metrics,
 ) {
@@ -311,8 +340,9 @@ fn commit_finished(
     }
 }
 
-async fn final_commit(
-    consumer: Arc<StreamConsumer<PipelineContext>>,
+/// Commit what the tracker allows, synchronously, and leave the group. Shared with stage 2.
+pub(crate) async fn final_commit<C: ConsumerContext + 'static>(
+    consumer: Arc<StreamConsumer<C>>,
     tracker: Arc<Mutex<OffsetTracker>>,
     metrics: &Metrics,
 ) {
@@ -322,6 +352,7 @@ async fn final_commit(
         if !offsets.is_empty() {
             match commit_offsets(consumer.as_ref(), &offsets, CommitMode::Sync) {
                 Ok(()) => {
+                    lock(&tracker).mark_committed(&offsets);
                     metrics.commits.inc();
                     tracing::info!(partitions = offsets.len(), "final offsets committed");
                 }
@@ -376,40 +407,37 @@ fn worker_loop(
         };
         let started = Instant::now();
         let deliveries = match outcome {
-            Outcome::Event { event, tokens } => match event_message(&event, outputs) {
-                Ok((topic, key, payload)) => {
-                    let delivery = enqueue(
-                        producer,
-                        FutureRecord::to(&topic).key(&key).payload(&payload),
-                    );
-                    let mut deliveries = vec![(topic, delivery)];
-                    if let Some(events_topic) = &outputs.events {
-                        // The repartition step: detection reads every event, keyed by district.
-                        let internal = InternalEvent {
-                            event: *event,
-                            tokens,
-                        };
-                        if let Ok(payload) = serde_json::to_vec(&internal) {
-                            let key = district_key(&internal.event);
-                            let delivery = enqueue(
-                                producer,
-                                FutureRecord::to(events_topic).key(key).payload(&payload),
-                            );
-                            deliveries.push((events_topic.clone(), delivery));
-                        }
+            Outcome::Event { event, tokens } => {
+                let produced = match &outputs.events {
+                    // Detection on: the repartition step. Stage 2 reads every event keyed by
+                    // district, assigns its incident and routes it.
+                    Some(events_topic) => {
+                        internal_message(producer, events_topic, *event, tokens, &record)
                     }
-                    deliveries
+                    None => event_message(&event).map(|message| {
+                        let topic = message.topic(outputs).to_string();
+                        let delivery = enqueue(
+                            producer,
+                            FutureRecord::to(&topic)
+                                .key(&message.key)
+                                .payload(&message.payload),
+                        );
+                        (topic, delivery)
+                    }),
+                };
+                match produced {
+                    Ok(delivery) => vec![delivery],
+                    Err(error) => vec![dead_letter(
+                        producer,
+                        &outputs.dlq,
+                        &record,
+                        &DeadLetter {
+                            reason: "internal_error",
+                            message: format!("cannot serialise event: {error}"),
+                        },
+                    )],
                 }
-                Err(error) => vec![dead_letter(
-                    producer,
-                    &outputs.dlq,
-                    &record,
-                    &DeadLetter {
-                        reason: "internal_error",
-                        message: format!("cannot serialise event: {error}"),
-                    },
-                )],
-            },
+            }
             Outcome::DeadLetter(dead) => vec![dead_letter(producer, &outputs.dlq, &record, &dead)],
             Outcome::Skipped { reason } => {
                 tracing::debug!(offset = record.offset, topic = %record.partition.topic, %reason, "skipped");
@@ -432,26 +460,78 @@ fn worker_loop(
     }
 }
 
-fn event_message(
-    event: &Event,
-    outputs: &OutputTopics,
-) -> Result<(String, String, Vec<u8>), serde_json::Error> {
+/// Write one event to the internal topic, keyed by district, with the input record's timestamp
+/// in a header so stage 2 can measure the latency end to end.
+fn internal_message(
+    producer: &FutureProducer,
+    events_topic: &str,
+    event: Event,
+    tokens: Vec<String>,
+    record: &InputRecord,
+) -> Result<(String, Result<DeliveryFuture, KafkaError>), serde_json::Error> {
+    let internal = InternalEvent { event, tokens };
+    let payload = serde_json::to_vec(&internal)?;
+    let key = district_key(&internal.event);
+    let mut message = FutureRecord::to(events_topic).key(key).payload(&payload);
+    if let Some(ms) = record.timestamp_ms {
+        let ms = ms.to_string();
+        message = message.headers(OwnedHeaders::new().insert(header(INPUT_TIMESTAMP_HEADER, &ms)));
+    }
+    Ok((events_topic.to_string(), enqueue(producer, message)))
+}
+
+/// An output event as a Kafka message: where it goes by its route, and its key (the department
+/// for routed events, so one department's queue is one partition's order; else the event id).
+pub(crate) struct EventMessage {
+    pub(crate) route: Route,
+    pub(crate) key: String,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl EventMessage {
+    pub(crate) fn topic<'a>(&self, outputs: &'a OutputTopics) -> &'a str {
+        match self.route {
+            Route::Routed => &outputs.routed,
+            Route::Triage => &outputs.triage,
+            Route::Ignored => &outputs.ignored,
+        }
+    }
+}
+
+/// The output message of an event: shared by stage 1 (detection off) and stage 2.
+pub(crate) fn event_message(event: &Event) -> Result<EventMessage, serde_json::Error> {
     let payload = serde_json::to_vec(event)?;
-    Ok(match event.route {
-        Route::Routed => (outputs.routed.clone(), event.department.clone(), payload),
-        Route::Triage => (outputs.triage.clone(), event.id.clone(), payload),
-        Route::Ignored => (outputs.ignored.clone(), event.id.clone(), payload),
+    let key = match event.route {
+        Route::Routed => event.department.clone(),
+        Route::Triage | Route::Ignored => event.id.clone(),
+    };
+    Ok(EventMessage {
+        route: event.route,
+        key,
+        payload,
     })
 }
 
-/// Send the original bytes to the dead-letter topic, with headers naming the error and where
-/// the record came from.
+/// Send the original bytes to the dead-letter topic (see [`dead_letter_record`]).
 fn dead_letter(
     producer: &FutureProducer,
     dlq_topic: &str,
     record: &InputRecord,
     dead: &DeadLetter,
 ) -> (String, Result<DeliveryFuture, KafkaError>) {
+    (
+        dlq_topic.to_string(),
+        enqueue(producer, dead_letter_record(dlq_topic, record, dead)),
+    )
+}
+
+/// The dead-letter message of a record: its original bytes, with headers naming the error and
+/// where the record came from.
+pub(crate) fn dead_letter_record<'a>(
+    dlq_topic: &'a str,
+    record: &'a InputRecord,
+    dead: &DeadLetter,
+) -> FutureRecord<'a, [u8], [u8]> {
     let partition = record.partition.partition.to_string();
     let offset = record.offset.to_string();
     let channel = record.channel.map_or("unknown", Channel::as_str);
@@ -477,9 +557,9 @@ fn dead_letter(
         .payload(payload)
         .headers(headers);
     if let Some(key) = &record.key {
-        message = message.key(key);
+        message = message.key(&key[..]);
     }
-    (dlq_topic.to_string(), enqueue(producer, message))
+    message
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
@@ -505,12 +585,35 @@ where
             Ok(delivery) => return Ok(delivery),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                 message = returned;
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(QUEUE_FULL_PAUSE);
             }
             Err((error, _)) => return Err(error),
         }
     }
 }
+
+/// [`enqueue`] for async callers: waits for queue space without blocking the runtime's thread.
+pub(crate) async fn enqueue_async<K, P>(
+    producer: &FutureProducer,
+    mut message: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture, KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(message) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                message = returned;
+                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
 
 /// Errors that concern one message, not the broker or the topic: re-sending will not help, so
 /// the record is dead-lettered instead of stopping the pipeline (no crash loop on one record).
@@ -532,7 +635,8 @@ async fn ack_loop(
     mut queue: mpsc::Receiver<PendingAck>,
     in_flight: Arc<InFlight>,
     producer: FutureProducer,
-    dlq_topic: String,
+    outputs: Arc<OutputTopics>,
+    observe_latency: bool,
     metrics: Metrics,
     stop: CancellationToken,
 ) -> Result<(), PipelineError> {
@@ -541,19 +645,18 @@ async fn ack_loop(
     loop {
         tokio::select! {
             Some(ack) = queue.recv() => {
-                pending.push(settle(ack, producer.clone(), dlq_topic.clone(), metrics.clone()));
+                pending.push(settle(ack, producer.clone(), outputs.clone(), metrics.clone()));
             }
             Some(settled) = pending.next(), if !pending.is_empty() => match settled {
-                Ok((partition, offset, bytes, timestamp_ms)) => {
-                    if let Some(ms) = timestamp_ms {
-                        let age = Utc::now().timestamp_millis() - ms;
-                        metrics.end_to_end_latency.observe(age.max(0) as f64 / 1000.0);
+                Ok(settled) => {
+                    if observe_latency {
+                        settled.observe_latency(&metrics);
                     }
                     let mut tracker = lock(&in_flight.tracker);
-                    tracker.complete(&partition, offset);
+                    tracker.complete(&settled.partition, settled.offset);
                     metrics.in_flight.set(tracker.in_flight() as i64);
                     drop(tracker);
-                    in_flight.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    in_flight.bytes.fetch_sub(settled.bytes, Ordering::Relaxed);
                     in_flight.completed.notify_one();
                 }
                 Err(error) => {
@@ -568,15 +671,34 @@ async fn ack_loop(
     fatal.map_or(Ok(()), Err)
 }
 
+/// A record whose outputs were all acknowledged.
+pub(crate) struct Settled {
+    pub(crate) partition: PartitionKey,
+    pub(crate) offset: i64,
+    pub(crate) bytes: usize,
+    pub(crate) timestamp_ms: Option<i64>,
+}
+
+impl Settled {
+    /// The time from the input entering Kafka to its last output being acknowledged.
+    pub(crate) fn observe_latency(&self, metrics: &Metrics) {
+        if let Some(ms) = self.timestamp_ms {
+            let age = Utc::now().timestamp_millis() - ms;
+            metrics
+                .end_to_end_latency
+                .observe(age.max(0) as f64 / 1000.0);
+        }
+    }
+}
+
 /// Wait for one record's outputs. A per-message refusal dead-letters the original record.
-async fn settle(
+pub(crate) async fn settle(
     ack: PendingAck,
     producer: FutureProducer,
-    dlq_topic: String,
+    outputs: Arc<OutputTopics>,
     metrics: Metrics,
-) -> Result<(PartitionKey, i64, usize, Option<i64>), PipelineError> {
-    let bytes = ack.original.payload.len();
-    let timestamp_ms = ack.original.timestamp_ms;
+) -> Result<Settled, PipelineError> {
+    let dlq_topic = &outputs.dlq;
     for (topic, delivery) in ack.deliveries {
         let error = match delivery {
             Ok(future) => match future.await {
@@ -588,9 +710,9 @@ async fn settle(
         };
         metrics
             .delivery_failures
-            .with_label_values(&[output_role(&topic, &dlq_topic)])
+            .with_label_values(&[outputs.role(&topic)])
             .inc();
-        if topic == dlq_topic || !refused_for_this_message(&error) {
+        if topic == *dlq_topic || !refused_for_this_message(&error) {
             return Err(PipelineError::Delivery {
                 topic,
                 source: error,
@@ -601,7 +723,11 @@ async fn settle(
             reason: "output_rejected",
             message: format!("output to {topic} refused by Kafka: {error}"),
         };
-        let (_, retry) = dead_letter(&producer, &dlq_topic, &ack.original, &dead);
+        let retry = enqueue_async(
+            &producer,
+            dead_letter_record(dlq_topic, &ack.original, &dead),
+        )
+        .await;
         let result = match retry {
             Ok(future) => match future.await {
                 Ok(Ok(_)) => Ok(()),
@@ -620,13 +746,10 @@ async fn settle(
             .with_label_values(&[channel, dead.reason])
             .inc();
     }
-    Ok((ack.partition, ack.offset, bytes, timestamp_ms))
-}
-
-fn output_role(topic: &str, dlq_topic: &str) -> &'static str {
-    if topic == dlq_topic {
-        "dlq"
-    } else {
-        "event"
-    }
+    Ok(Settled {
+        partition: ack.partition,
+        offset: ack.offset,
+        bytes: ack.original.payload.len(),
+        timestamp_ms: ack.original.timestamp_ms,
+    })
 }

@@ -1,12 +1,18 @@
-//! End to end over the Kafka protocol on an embedded broker: a known mix of good and bad records
-//! in, exact outputs out; and a stop/restart in the same group that loses nothing.
+//! End to end over the Kafka protocol on an embedded broker, both stages of `run` (routing, then
+//! detection routing each event with its incident id): a known mix of good and bad records in,
+//! exact outputs out, a cluster of reports sharing one incident id; and a stop/restart in the
+//! same groups that loses nothing and duplicates nothing.
 
 mod common;
 
-use citypulse::pipeline;
+use citypulse::alert_feed::AlertFeed;
+use citypulse::config::PipelineConfig;
+use citypulse::metrics::Metrics;
+use citypulse::{detection, pipeline};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const TEXTS: &[&str] = &[
@@ -20,6 +26,95 @@ const TEXTS: &[&str] = &[
 
 /// Raw records to produce: (topic, bytes).
 type Inputs = Vec<(String, Vec<u8>)>;
+
+/// Both stages of `run`, as `citypulse run` starts them: routing and detection.
+struct Instance {
+    shutdown: CancellationToken,
+    routing: JoinHandle<Result<(), pipeline::PipelineError>>,
+    detection: JoinHandle<Result<(), pipeline::PipelineError>>,
+}
+
+impl Instance {
+    fn start(config: &PipelineConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let routing = {
+            let (config, stages, stop) = (config.clone(), stages(config), shutdown.clone());
+            tokio::spawn(async move { pipeline::run(&config, stages, health(), stop).await })
+        };
+        let detection = {
+            let (config, stop) = (config.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                detection::run(&config, AlertFeed::new(), Metrics::new(), stop).await
+            })
+        };
+        Instance {
+            shutdown,
+            routing,
+            detection,
+        }
+    }
+
+    /// Stop as SIGTERM does: both stages drain and commit.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.routing.await.unwrap().expect("routing stops cleanly");
+        self.detection
+            .await
+            .unwrap()
+            .expect("detection stops cleanly");
+    }
+}
+
+/// A burst water main in 雨花区, reported a few minutes apart on three channels in nearly the
+/// same words: one incident.
+fn water_main_reports(config: &PipelineConfig) -> (Inputs, Vec<String>) {
+    let topic = |channel: &str| config.kafka.input_topics[channel].clone();
+    let text = |i: usize| {
+        format!(
+            "雨花区韶山路与劳动路交叉口自来水管爆裂，路面大量积水{}，附近小区全部停水，请尽快派人抢修。",
+            ["", "，车辆无法通行", "，水还在往外冒", "，已经一个小时了"][i % 4]
+        )
+    };
+    let mut inputs = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let order = serde_json::json!({
+            "工单编号": format!("WM{i:04}"),
+            "来电时间": format!("2026-11-25 10:0{}:00", 2 * i),
+            "来电号码": "13912345678",
+            "诉求类型": "求助",
+            "诉求标题": "自来水管爆裂",
+            "诉求内容": text(i),
+            "事发地址": "雨花区韶山路与劳动路交叉口",
+            "所属区县": "雨花区",
+            "来源渠道": "电话"
+        });
+        inputs.push((topic("12345"), order.to_string().into_bytes()));
+        ids.push(format!("12345:WM{i:04}"));
+    }
+    let call = serde_json::json!({
+        "jjdbh": "JWM0001",
+        "bjsj": "2026-11-25 10:03:00",
+        "bjrdh": "13787654321",
+        "afdd": "雨花区韶山路与劳动路交叉口",
+        "bjnr": text(1),
+        "jqlb": "求助",
+        "xzqh": "430111"
+    });
+    inputs.push((topic("110"), call.to_string().into_bytes()));
+    ids.push("110:JWM0001".to_string());
+    let post = serde_json::json!({
+        "id": 4900000999u64,
+        "idstr": "4900000999",
+        "created_at": "Wed Nov 25 10:05:00 +0800 2026",
+        "text": text(2),
+        "user": {"idstr": "5566778899", "screen_name": "长沙小市民", "location": "湖南 长沙", "followers_count": 321, "verified": false},
+        "reposts_count": 3, "comments_count": 5, "attitudes_count": 12
+    });
+    inputs.push((topic("weibo"), post.to_string().into_bytes()));
+    ids.push("weibo:4900000999".to_string());
+    (inputs, ids)
+}
 
 /// The inputs, the ids of the good records, and how many are bad.
 fn good_and_bad_inputs(
@@ -67,7 +162,11 @@ fn good_and_bad_inputs(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_mix_comes_out_exactly_once_with_reasons_for_the_bad() {
     let (cluster, config) = cluster_with_topics(2);
-    let (inputs, good_ids, bad_count) = good_and_bad_inputs(&config);
+    assert!(config.pipeline.detection, "detection runs by default");
+    let (mut inputs, mut good_ids, bad_count) = good_and_bad_inputs(&config);
+    let (reports, report_ids) = water_main_reports(&config);
+    inputs.extend(reports);
+    good_ids.extend(report_ids.iter().cloned());
     produce(&config.kafka.brokers, &inputs).await;
 
     let shutdown = CancellationToken::new();
@@ -81,12 +180,23 @@ async fn known_mix_comes_out_exactly_once_with_reasons_for_the_bad() {
         );
         tokio::spawn(async move { pipeline::run(&config, stages, health, stop).await })
     };
+    let detection_task = {
+        let (config, stop) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            detection::run(&config, AlertFeed::new(), Metrics::new(), stop).await
+        })
+    };
     let outputs = read_outputs(&config, good_ids.len() + bad_count, Duration::from_secs(60)).await;
     assert!(health.not_ready_reasons().is_none(), "ready while running");
     shutdown.cancel();
     task.await.unwrap().expect("pipeline stops cleanly");
+    detection_task
+        .await
+        .unwrap()
+        .expect("detection stops cleanly");
 
     let mut seen_ids = BTreeMap::new();
+    let mut incident_ids = BTreeMap::new();
     let mut dead = Vec::new();
     for message in &outputs {
         if message.topic == config.kafka.dlq_topic {
@@ -96,6 +206,9 @@ async fn known_mix_comes_out_exactly_once_with_reasons_for_the_bad() {
         let event = message.json();
         let id = event["id"].as_str().unwrap().to_string();
         *seen_ids.entry(id.clone()).or_insert(0) += 1;
+        if report_ids.contains(&id) {
+            incident_ids.insert(id.clone(), event["incident_id"].as_str().map(str::to_owned));
+        }
         let route = event["route"].as_str().unwrap();
         if message.topic == config.kafka.routed_topic {
             assert_eq!(route, "routed");
@@ -143,6 +256,19 @@ async fn known_mix_comes_out_exactly_once_with_reasons_for_the_bad() {
         seen_ids.values().all(|&n| n == 1),
         "each exactly once: {seen_ids:?}"
     );
+    // The reports' order on the internal topic depends on the interleaving of the input
+    // partitions; whichever came first opened the cluster, every later one carries its id.
+    let shared: BTreeSet<&String> = incident_ids.values().flatten().collect();
+    let carrying = incident_ids.values().filter(|id| id.is_some()).count();
+    assert_eq!(
+        shared.len(),
+        1,
+        "the reports of one burst water main share one incident id: {incident_ids:?}"
+    );
+    assert!(
+        carrying >= report_ids.len() - 1,
+        "every report from the second on carries the incident id: {incident_ids:?}"
+    );
     assert_eq!(dead.len(), bad_count, "every bad record dead-lettered once");
     let mut reasons: Vec<&str> = dead
         .iter()
@@ -187,23 +313,14 @@ async fn stopping_and_restarting_in_the_same_group_loses_nothing() {
         .collect();
     produce(&config.kafka.brokers, &first).await;
 
-    let start = |config: citypulse::config::PipelineConfig| {
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let stages = stages(&config);
-        let task =
-            tokio::spawn(async move { pipeline::run(&config, stages, health(), stop).await });
-        (shutdown, task)
-    };
-    let (shutdown, task) = start(config.clone());
+    let instance = Instance::start(&config);
     // Stop mid-stream: as soon as some outputs exist.
     let early = read_outputs(&config, 50, Duration::from_secs(60)).await;
     assert!(
         early.len() >= 50,
         "pipeline produced output before the stop"
     );
-    shutdown.cancel();
-    task.await.unwrap().expect("first run stops cleanly");
+    instance.stop().await;
 
     let second: Vec<(String, Vec<u8>)> = (300..500)
         .map(|i| {
@@ -214,10 +331,9 @@ async fn stopping_and_restarting_in_the_same_group_loses_nothing() {
         })
         .collect();
     produce(&config.kafka.brokers, &second).await;
-    let (shutdown, task) = start(config.clone());
+    let instance = Instance::start(&config);
     let outputs = read_outputs(&config, 500, Duration::from_secs(90)).await;
-    shutdown.cancel();
-    task.await.unwrap().expect("second run stops cleanly");
+    instance.stop().await;
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for message in &outputs {
