@@ -1,14 +1,22 @@
 //! Liveness and readiness facts, set by the parts of the pipeline that know them and read by
 //! `/readyz`.
+//!
+//! Broker reachability comes from the Kafka clients' callbacks (`kafka::PipelineContext`):
+//! librdkafka's all-brokers-down error and its periodic statistics. An instance that cannot
+//! reach any broker is alive but not ready, so a load balancer or operator sees the outage.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// What `/readyz` reports: ready once the models are loaded and partitions are assigned.
+/// What `/readyz` reports: ready once the models are loaded and partitions are assigned, and
+/// while at least one broker is reachable.
 #[derive(Debug, Default)]
 pub struct Health {
     models_loaded: AtomicBool,
     partitions_assigned: AtomicBool,
     shutting_down: AtomicBool,
+    /// Negative so the default (nothing heard yet) does not block readiness on its own: until
+    /// a client reports otherwise, the partition assignment is what proves the broker is there.
+    brokers_unreachable: AtomicBool,
 }
 
 impl Health {
@@ -24,6 +32,10 @@ impl Health {
     pub fn set_shutting_down(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
     }
+    /// Whether any Kafka broker answers (from librdkafka's error and statistics callbacks).
+    pub fn set_brokers_reachable(&self, value: bool) {
+        self.brokers_unreachable.store(!value, Ordering::Relaxed);
+    }
 
     /// `None` when ready, else every reason it is not.
     pub fn not_ready_reasons(&self) -> Option<Vec<&'static str>> {
@@ -34,9 +46,32 @@ impl Health {
         if !self.partitions_assigned.load(Ordering::Relaxed) {
             reasons.push("no input partitions assigned");
         }
+        if self.brokers_unreachable.load(Ordering::Relaxed) {
+            reasons.push("no Kafka broker reachable");
+        }
         if self.shutting_down.load(Ordering::Relaxed) {
             reasons.push("shutting down");
         }
         (!reasons.is_empty()).then_some(reasons)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_brokers_make_a_loaded_assigned_instance_not_ready_until_they_return() {
+        let health = Health::new();
+        health.set_models_loaded(true);
+        health.set_partitions_assigned(true);
+        assert_eq!(health.not_ready_reasons(), None);
+        health.set_brokers_reachable(false);
+        assert_eq!(
+            health.not_ready_reasons(),
+            Some(vec!["no Kafka broker reachable"])
+        );
+        health.set_brokers_reachable(true);
+        assert_eq!(health.not_ready_reasons(), None);
     }
 }

@@ -12,7 +12,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use offsets::{OffsetTracker, PartitionKey};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::sync::{Arc, Mutex};
@@ -26,8 +26,16 @@ pub struct PipelineContext {
 
 impl ClientContext for PipelineContext {
     /// librdkafka's statistics (every `statistics.interval.ms`): publish the consumer lag per
-    /// input topic, summed over the partitions this instance owns.
+    /// input topic, summed over the partitions this instance owns, and whether any broker is
+    /// connected — the signal that readiness has returned after an outage.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        if !statistics.brokers.is_empty() {
+            let reachable = statistics
+                .brokers
+                .values()
+                .any(|broker| broker.state == "UP");
+            self.health.set_brokers_reachable(reachable);
+        }
         for (topic, stats) in statistics.topics {
             let lag: i64 = stats
                 .partitions
@@ -40,6 +48,15 @@ impl ClientContext for PipelineContext {
                 .with_label_values(&[topic.as_str()])
                 .set(lag);
         }
+    }
+
+    /// Global client errors. All brokers down makes the instance not ready at once; the next
+    /// statistics with a connected broker make it ready again.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
+            self.health.set_brokers_reachable(false);
+        }
+        tracing::warn!(%error, reason, "Kafka client error");
     }
 }
 

@@ -1,0 +1,261 @@
+//! Shutdown against a real broker (issue 6, item 8): SIGTERM under load drains and commits
+//! within the configured time and exits 0, having committed exactly the work it finished; a
+//! restart then repeats nothing; a second SIGTERM during a drain exits at once.
+//!
+//! Needs `tansu` (see tests/tansu/mod.rs). Prints its figures for the README.
+
+mod common;
+mod tansu;
+
+use citypulse::config::PipelineConfig;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+use tansu::*;
+
+const BACKLOG: usize = 30_000;
+/// Long enough that a busy tansu answering both groups' heartbeats late does not evict a member.
+const SESSION_TIMEOUT_MS: i64 = 20_000;
+const SHUTDOWN_TIMEOUT_SECS: i64 = 20;
+/// Beyond the drain: the final commit and leaving the group (bounded at 10 s in pipeline.rs),
+/// and process teardown.
+const SLACK: Duration = Duration::from_secs(12);
+
+/// Wait until the outputs cover every input in `wanted`.
+fn wait_covered(reader: &mut OutputReader, wanted: &BTreeSet<&SourceKey>, app: &mut App) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        reader.catch_up(Duration::from_secs(60));
+        let covered: BTreeSet<&SourceKey> = reader
+            .outputs
+            .iter()
+            .filter_map(|o| o.source.as_ref())
+            .collect();
+        let missing = wanted.difference(&covered).count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            app.try_exit().is_none() && Instant::now() < deadline,
+            "{missing} inputs without output; stderr:\n{}",
+            app.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
+    let started = Instant::now();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Broker::start(dir.path());
+    let bootstrap = broker.bootstrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &[
+            (
+                "pipeline",
+                "shutdown_timeout_secs",
+                int(SHUTDOWN_TIMEOUT_SECS),
+            ),
+            ("kafka", "session_timeout_ms", int(SESSION_TIMEOUT_MS)),
+        ],
+    );
+    let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
+    runtime.block_on(create_topics(&bootstrap, &config));
+    let producer = producer(&bootstrap);
+    let mut landed = runtime.block_on(produce(&producer, mixed_inputs(&config, BACKLOG, 11, 0)));
+    let partitions: BTreeSet<(String, i32)> = landed
+        .iter()
+        .map(|(s, _)| (s.topic.clone(), s.partition))
+        .collect();
+    let topics = final_topics(&config);
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut reader = OutputReader::new(&bootstrap, &topic_refs, &config.kafka.dlq_topic);
+
+    // 1. SIGTERM under load.
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "first");
+    app.wait_readyz(200, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1500));
+    app.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    let status = app.wait_exit(
+        Duration::from_secs(SHUTDOWN_TIMEOUT_SECS as u64) + SLACK + Duration::from_secs(30),
+    );
+    let drain_time = signalled.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM under load exits 0, got {status:?} after {drain_time:?}; stderr:\n{}",
+        app.stderr_tail()
+    );
+    assert!(
+        drain_time <= Duration::from_secs(SHUTDOWN_TIMEOUT_SECS as u64) + SLACK,
+        "drain took {drain_time:?}, more than shutdown_timeout_secs {SHUTDOWN_TIMEOUT_SECS} s + {SLACK:?}"
+    );
+    reader.catch_up(Duration::from_secs(30));
+    let done_first = reader.outputs.len();
+    // Committed exactly what was finished, in both stages. Stage 1 (the input group) outputs to
+    // the internal topic and the DLQ: every such output lies below its input's commit point,
+    // and every input below a commit point has one.
+    let mut stage_one = OutputReader::new(
+        &bootstrap,
+        &[&config.kafka.events_topic, &config.kafka.dlq_topic],
+        &config.kafka.dlq_topic,
+    );
+    stage_one.catch_up(Duration::from_secs(30));
+    let committed = committed(&bootstrap, &config.kafka.group_id, &partitions);
+    let mut output_sources: BTreeMap<(String, i32), BTreeSet<i64>> = BTreeMap::new();
+    for output in &stage_one.outputs {
+        let source = output.source.as_ref().expect("outputs name their input");
+        output_sources
+            .entry((source.topic.clone(), source.partition))
+            .or_default()
+            .insert(source.offset);
+    }
+    for (partition, offsets) in &output_sources {
+        let point = committed.get(partition).copied().unwrap_or_else(|| {
+            panic!("{partition:?} has outputs but no committed offset after a clean stop")
+        });
+        let beyond = offsets.iter().filter(|&&o| o >= point).count();
+        let below_without_output = (0..point).filter(|o| !offsets.contains(o)).count();
+        assert_eq!(
+            beyond, 0,
+            "{partition:?}: {beyond} outputs past the commit point {point}"
+        );
+        assert_eq!(
+            below_without_output, 0,
+            "{partition:?}: {below_without_output} inputs below the commit point {point} without output"
+        );
+    }
+    // Stage 2 (the detection group) routes internal events: every internal event below its
+    // commit point is on a final topic (its id), and nothing final comes from beyond it.
+    let internal_partitions: BTreeSet<(String, i32)> = stage_one
+        .outputs
+        .iter()
+        .filter(|o| o.topic == config.kafka.events_topic)
+        .map(|o| (o.topic.clone(), o.partition))
+        .collect();
+    let detect_group = format!("{}-detect", config.kafka.group_id);
+    let committed_internal = tansu::committed(&bootstrap, &detect_group, &internal_partitions);
+    let routed_ids: BTreeSet<&str> = reader
+        .outputs
+        .iter()
+        .filter_map(|o| o.event_id.as_deref())
+        .collect();
+    let mut routed_internal = 0usize;
+    for output in stage_one
+        .outputs
+        .iter()
+        .filter(|o| o.topic == config.kafka.events_topic)
+    {
+        let point = committed_internal
+            .get(&(output.topic.clone(), output.partition))
+            .copied()
+            .unwrap_or(0);
+        let id = output
+            .event_id
+            .as_deref()
+            .expect("internal events carry an id");
+        if output.offset < point {
+            routed_internal += 1;
+            assert!(
+                routed_ids.contains(id),
+                "internal event {id} at offset {} is below stage 2's commit point {point} but was not routed",
+                output.offset
+            );
+        }
+    }
+    eprintln!(
+        "shutdown: stage 1 committed {} inputs, stage 2 committed {routed_internal} internal events, all with outputs",
+        committed.values().sum::<i64>()
+    );
+    let committed_total: i64 = committed.values().sum();
+    drop(app);
+
+    // 2. A restart finishes the backlog without repeating anything.
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "second");
+    let wanted: BTreeSet<&SourceKey> = landed.iter().map(|(s, _)| s).collect();
+    wait_covered(&mut reader, &wanted, &mut app);
+    app.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    let status = app.wait_exit(Duration::from_secs(60));
+    let idle_stop = signalled.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "second run exits 0: {status:?}"
+    );
+    reader.catch_up(Duration::from_secs(30));
+    let (_, duplicates) = check_every_input(&landed, &reader.outputs, &config.kafka.dlq_topic);
+    assert_eq!(duplicates, 0, "a clean stop repeats nothing on restart");
+    drop(app);
+
+    // 3. With no new input, a restart outputs nothing.
+    let before = reader.outputs.len();
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "third");
+    app.wait_readyz(200, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(5));
+    reader.catch_up(Duration::from_secs(30));
+    assert_eq!(
+        reader.outputs.len(),
+        before,
+        "a restart with nothing new produced outputs"
+    );
+    app.signal(libc::SIGTERM);
+    assert!(app
+        .wait_exit(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    drop(app);
+
+    // 4. A second SIGTERM during the drain exits at once.
+    landed.extend(runtime.block_on(produce(
+        &producer,
+        mixed_inputs(&config, BACKLOG, 12, BACKLOG as u64),
+    )));
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "fourth");
+    app.wait_readyz(200, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1500));
+    app.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(30));
+    app.signal(libc::SIGTERM);
+    let second = Instant::now();
+    let status = app.wait_exit(Duration::from_secs(10));
+    let second_exit = second.elapsed();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(130),
+        "a second SIGTERM exits with 130 at once, got {status:?} (signal {:?}) after {second_exit:?}; stderr:\n{}",
+        status.and_then(|s| s.signal()),
+        app.stderr_tail()
+    );
+    assert!(
+        second_exit <= Duration::from_secs(1),
+        "the second SIGTERM took {second_exit:?}"
+    );
+    drop(app);
+
+    // Nothing lost after the abrupt exit either. The exit left no LeaveGroup behind, so the
+    // dead member is waited out first: tansu 0.6 leaves a newcomer without partitions while a
+    // dead member is still listed (see tests/fault_crash.rs).
+    std::thread::sleep(Duration::from_millis(SESSION_TIMEOUT_MS as u64 + 500));
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "fifth");
+    let wanted: BTreeSet<&SourceKey> = landed.iter().map(|(s, _)| s).collect();
+    wait_covered(&mut reader, &wanted, &mut app);
+    app.signal(libc::SIGTERM);
+    assert!(app
+        .wait_exit(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    reader.catch_up(Duration::from_secs(30));
+    let (_, duplicates_after_abrupt) =
+        check_every_input(&landed, &reader.outputs, &config.kafka.dlq_topic);
+    eprintln!(
+        "shutdown: SIGTERM under load after 1.5 s of a {BACKLOG}-record backlog: exit 0 in \
+         {drain_time:.2?} (limit {SHUTDOWN_TIMEOUT_SECS} s + {SLACK:?}), {done_first} outputs, \
+         committed offsets sum {committed_total}, all outputs below the commit points; restart \
+         repeated 0; idle stop {idle_stop:.2?}; restart with no new input: 0 outputs; second \
+         SIGTERM 30 ms into a drain: exit 130 in {second_exit:.3?}, {duplicates_after_abrupt} \
+         records repeated after it; wall time {:.1?}",
+        started.elapsed()
+    );
+    drop(broker);
+}
