@@ -97,6 +97,21 @@ impl Group {
     }
 }
 
+/// Full-width digits and the signs that join the parts of a phone number (＋, －).
+fn is_full_width_numeric(c: char) -> bool {
+    matches!(c, '\u{FF10}'..='\u{FF19}' | '\u{FF0B}' | '\u{FF0D}')
+}
+
+/// The ASCII twin of a full-width digit, `+` or `-`; every other character unchanged.
+fn fold_full_width_numeric(c: char) -> char {
+    if is_full_width_numeric(c) {
+        // The full-width forms block mirrors ASCII 0x21..=0x7E at a fixed distance.
+        char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c)
+    } else {
+        c
+    }
+}
+
 impl PiiMasker {
     /// A masker for numbers, e-mail addresses and mentions.
     pub fn new() -> Self {
@@ -117,6 +132,12 @@ impl PiiMasker {
     /// Like [`PiiMasker::mask`], but borrows `text` when there is nothing to mask, which is the
     /// common case on the hot path.
     pub fn mask_cow<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        // Full-width digits (１３８…) are how many phones typed on Chinese keyboards arrive;
+        // fold them to ASCII first so they are masked like any other number.
+        if text.chars().any(is_full_width_numeric) {
+            let folded: String = text.chars().map(fold_full_width_numeric).collect();
+            return Cow::Owned(self.mask_cow(&folded).into_owned());
+        }
         let bytes = text.as_bytes();
         if !bytes.iter().any(|&b| b.is_ascii_digit() || b == b'@') {
             return Cow::Borrowed(text);
@@ -210,11 +231,36 @@ fn scan_number(bytes: &[u8], i: usize, spans: &mut Vec<Span>) -> Option<usize> {
         (false, i)
     };
     let mut groups = [Group::default(); MAX_GROUPS];
-    let (n, run_end, clean_end) = read_groups(bytes, first, &mut groups);
+    let Run {
+        n,
+        end: run_end,
+        clean: clean_end,
+        cut,
+    } = read_groups(bytes, first, &mut groups);
     if !clean_end {
-        // A run glued to letters on its right, or longer than any personal number written in
-        // groups: leave all of it alone.
+        // A run glued to letters on its right, or one group longer than any personal number:
+        // leave all of it alone.
         return Some(run_end);
+    }
+    if cut {
+        // More groups follow than one number can have: only a number starting at the first
+        // group is decided here, and scanning resumes at the next group as a run of its own,
+        // so a phone written after a long order number (`20261125091203 13812345678`) is
+        // still masked. Each group gets the same look-ahead a short run gives it.
+        let with_plus = plus;
+        let resume = match classify(bytes, &groups[..n], with_plus) {
+            Some((used, kind)) => {
+                let end = groups[used - 1].end;
+                spans.push(Span {
+                    start: if with_plus { i } else { groups[0].start },
+                    end,
+                    kind,
+                });
+                end
+            }
+            None => groups[0].end,
+        };
+        return Some(resume);
     }
     let groups = &groups[..n];
     let mut g = 0;
@@ -236,14 +282,22 @@ fn scan_number(bytes: &[u8], i: usize, spans: &mut Vec<Span>) -> Option<usize> {
     Some(run_end)
 }
 
-/// Reads digit groups joined by one space or dash from `first`. Returns the number of groups,
-/// the byte where the run ends, and whether it ends cleanly (not glued to a letter, not over
-/// the bounds).
-fn read_groups(
-    bytes: &[u8],
-    first: usize,
-    groups: &mut [Group; MAX_GROUPS],
-) -> (usize, usize, bool) {
+/// A run of digit groups as [`read_groups`] found it.
+struct Run {
+    /// Groups read into the caller's array.
+    n: usize,
+    /// Where scanning resumes when the run is not classified.
+    end: usize,
+    /// Not glued to a letter on its right, and no single group over the bounds.
+    clean: bool,
+    /// More groups follow than the bounds let one run hold: the `n` groups read are only the
+    /// run's start.
+    cut: bool,
+}
+
+/// Reads digit groups joined by one space or dash from `first`, at most [`MAX_GROUPS`] groups
+/// and [`MAX_RUN_DIGITS`] digits.
+fn read_groups(bytes: &[u8], first: usize, groups: &mut [Group; MAX_GROUPS]) -> Run {
     let mut n = 0;
     let mut j = first;
     let mut total_digits = 0;
@@ -261,12 +315,27 @@ fn read_groups(
             j += 1;
         }
         total_digits += j - start;
-        if n == MAX_GROUPS || total_digits > MAX_RUN_DIGITS {
-            // Too long to be one personal number: skip the whole alphanumeric-and-separator run.
-            while j < bytes.len() && (is_word_byte(bytes[j]) || is_sep(bytes[j])) {
+        if n > 0 && (n == MAX_GROUPS || total_digits > MAX_RUN_DIGITS) {
+            // The groups read so far start a longer run; the caller decides them one at a time.
+            return Run {
+                n,
+                end: groups[n - 1].end,
+                clean: true,
+                cut: true,
+            };
+        }
+        if total_digits > MAX_RUN_DIGITS {
+            // One group longer than any personal number: skip it and whatever it is glued to,
+            // but not what follows a separator.
+            while j < bytes.len() && is_word_byte(bytes[j]) {
                 j += 1;
             }
-            return (n, j, false);
+            return Run {
+                n: 0,
+                end: j,
+                clean: false,
+                cut: false,
+            };
         }
         groups[n] = Group {
             start,
@@ -275,17 +344,37 @@ fn read_groups(
         };
         n += 1;
         if j < bytes.len() && is_word_byte(bytes[j]) {
+            if n > 1 {
+                // Only this last group is glued to a word; the groups before it are decided
+                // on their own, one at a time (`13812345678 5678abc`, found by fuzzing).
+                return Run {
+                    n: n - 1,
+                    end: groups[n - 2].end,
+                    clean: true,
+                    cut: true,
+                };
+            }
             while j < bytes.len() && is_word_byte(bytes[j]) {
                 j += 1;
             }
-            return (n, j, false);
+            return Run {
+                n,
+                end: j,
+                clean: false,
+                cut: false,
+            };
         }
         // One separator then a digit continues the run; an X ends it (it can only be last).
         if !has_x && j + 1 < bytes.len() && is_sep(bytes[j]) && bytes[j + 1].is_ascii_digit() {
             j += 1;
             continue;
         }
-        return (n, j, true);
+        return Run {
+            n,
+            end: j,
+            clean: true,
+            cut: false,
+        };
     }
 }
 
@@ -525,18 +614,28 @@ fn scan_paren_landline(bytes: &[u8], i: usize, spans: &mut Vec<Span>) -> Option<
         return None;
     }
     let mut groups = [Group::default(); MAX_GROUPS];
-    let (n, run_end, clean_end) = read_groups(bytes, j, &mut groups);
-    if !clean_end || n > 2 || groups[..n].iter().any(|g| g.has_x) {
+    let run = read_groups(bytes, j, &mut groups);
+    if !run.clean || !(b'2'..=b'9').contains(&bytes[j]) {
         return None;
     }
-    let local: usize = groups[..n].iter().map(Group::digits).sum();
-    if (7..=8).contains(&local) && (b'2'..=b'9').contains(&bytes[j]) {
-        spans.push(Span {
-            start: i,
-            end: run_end,
-            kind: Kind::Landline,
-        });
-        return Some(run_end);
+    // The local number is the run's first one or two groups, as a number at the start of a
+    // plain run is: digits after it (`(0731)7789-196 138 1234 5678`) are another number, and
+    // taking the whole run or nothing left the landline unmasked (found by fuzzing).
+    for used in (1..=run.n.min(2)).rev() {
+        let local = &groups[..used];
+        if local.iter().any(|g| g.has_x) {
+            continue;
+        }
+        let digits: usize = local.iter().map(Group::digits).sum();
+        if (7..=8).contains(&digits) {
+            let end = local[used - 1].end;
+            spans.push(Span {
+                start: i,
+                end,
+                kind: Kind::Landline,
+            });
+            return Some(end);
+        }
     }
     None
 }
@@ -566,14 +665,29 @@ fn scan_at(text: &str, i: usize, mentions: bool, spans: &mut Vec<Span>) -> Optio
         while end > i + 1 && matches!(bytes[end - 1], b'.' | b'-') {
             end -= 1;
         }
-        let domain = &bytes[i + 1..end];
-        let tld_ok = domain
-            .iter()
-            .rposition(|&b| b == b'.')
-            .is_some_and(|dot| dot > 0 && domain.len() - dot > 2);
+        // The address ends at the last label long enough to be a top-level domain: what
+        // follows a shorter one (`li.si@example.com.X`) is sentence, not address. Without the
+        // cut the address would be missed, and masking a number glued after it would make
+        // the next pass find it (found by fuzzing).
+        let mut tld_ok = false;
+        while end > i + 1 {
+            let domain = &bytes[i + 1..end];
+            match domain.iter().rposition(|&b| b == b'.') {
+                Some(dot) if dot > 0 && domain.len() - dot > 2 => {
+                    tld_ok = true;
+                    break;
+                }
+                Some(dot) if dot > 0 => end = i + 1 + dot,
+                _ => break,
+            }
+        }
         if tld_ok {
-            // An address swallows any number already masked inside its local part.
-            while spans.last().is_some_and(|s| s.end > start) {
+            // An address swallows any span already masked inside its local part, and starts
+            // where that span started: dropping the span instead would unmask the part of it
+            // before the local part (`13812345678@a.cn@b.com`, found by fuzzing).
+            let mut start = start;
+            while let Some(last) = spans.last().filter(|s| s.end > start) {
+                start = start.min(last.start);
                 spans.pop();
             }
             spans.push(Span {
@@ -692,6 +806,18 @@ impl AuthorHasher {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn full_width_phone_numbers_are_masked() {
+        let masker = super::PiiMasker::new();
+        let masked = masker.mask("电话１３８１２３４５６７８，座机０７３１－８８８８６６６６");
+        assert!(!masked.contains("１３８"), "{masked}");
+        assert!(!masked.contains("13812345678"), "{masked}");
+        assert!(masked.contains("[手机号]"), "{masked}");
+        assert!(!masked.contains("88886666"), "{masked}");
+        // Text without full-width digits is left as it was, full-width letters included.
+        assert_eq!(masker.mask("ＡＢＣ 无号码"), "ＡＢＣ 无号码");
+    }
+
     use super::*;
 
     fn m(s: &str) -> String {
@@ -722,6 +848,40 @@ mod tests {
     }
 
     #[test]
+    fn an_address_overlapping_an_earlier_mask_extends_it() {
+        // Found by fuzzing: each left part unmasked and masking was not idempotent.
+        assert_eq!(m("13000000000@li.si@example.com"), "[邮箱]");
+        assert_eq!(m("li.si@邮箱li.si@example.com.cn"), "li.si[邮箱]");
+        assert_eq!(m("li.si@example.com.X("), "[邮箱].X(");
+        for text in [
+            "13000000000@li.si@example.com",
+            "li.si@邮箱li.si@example.com.cn",
+            "li.si@example.com.13000000000.X(",
+        ] {
+            assert_eq!(m(&m(text)), m(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn long_runs_are_read_group_by_group() {
+        // Found by fuzzing: a run over the digit or group bound used to be skipped whole, and
+        // the phone at its end with it.
+        assert_eq!(m("20261125091203 13812345678"), "20261125091203 [手机号]");
+        assert_eq!(
+            m("1 2 3 4 5 6 7 8 138 1234 5678"),
+            "1 2 3 4 5 6 7 8 [手机号]"
+        );
+        assert_eq!(
+            m("123456789012345678901234567890 13812345678"),
+            "123456789012345678901234567890 [手机号]"
+        );
+        assert_eq!(m("12345678901234 138 1234 5678"), "12345678901234 [手机号]");
+        assert_eq!(m("13000000000 13000000000XX"), "[手机号] 13000000000XX");
+        // A single over-long group is still no number, nor is any slice of it.
+        assert_eq!(m("1381234567813812345678138"), "1381234567813812345678138");
+    }
+
+    #[test]
     fn landlines() {
         for s in [
             "0731-84567890",
@@ -733,6 +893,8 @@ mod tests {
             assert_eq!(m(&format!("打{s}")), "打[座机]", "{s}");
         }
         assert_eq!(m("84567890"), "84567890");
+        // Found by fuzzing: a bracketed landline followed by another number was left whole.
+        assert_eq!(m("(0731)7789-196 138 1234 5678"), "[座机] [手机号]");
     }
 
     #[test]

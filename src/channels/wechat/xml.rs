@@ -191,11 +191,17 @@ fn append<'a>(slot: &mut Option<Cow<'a, str>>, piece: Cow<'a, str>) {
     }
 }
 
+/// Longest error message kept: quick-xml's messages quote element and entity names, which the
+/// input can make as long as the record, and the message travels in a dead-letter header.
+const MAX_MESSAGE_CHARS: usize = 200;
+
 fn invalid(position: u64, message: impl Into<String>) -> DecodeError {
-    DecodeError::InvalidXml {
-        position,
-        message: message.into(),
+    let mut message = message.into();
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(cut);
+        message.push('…');
     }
+    DecodeError::InvalidXml { position, message }
 }
 
 #[cfg(test)]
@@ -225,6 +231,21 @@ mod tests {
         assert_eq!(message.get(Field::Content), None);
         assert_eq!(message.raw(Field::Label), Some(""));
         assert_eq!(message.raw(Field::MsgId), None);
+    }
+
+    #[test]
+    fn error_messages_are_bounded_whatever_the_names() {
+        // Found by fuzzing: a mismatched end tag was quoted whole.
+        let long = "C".repeat(5000);
+        let doc = format!("<xml><Content>x</{long}></xml>");
+        let Err(DecodeError::InvalidXml { message, .. }) = parse(&doc) else {
+            panic!("expected invalid XML");
+        };
+        assert!(
+            message.chars().count() <= MAX_MESSAGE_CHARS + 1,
+            "{message}"
+        );
+        assert!(message.ends_with('…'), "{message}");
     }
 
     #[test]
