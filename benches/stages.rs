@@ -1,5 +1,9 @@
-//! Per-stage cost of the processing path on the same texts: decode (per channel), mask, segment,
-//! classify, route, and the whole `Stages::process`. Run with `cargo bench --bench stages`.
+//! Per-stage cost of the processing path on the same texts: decode (per channel), mask, segment
+//! (with raw jieba-rs `cut` beside it), classify (each model, and all three as the stage runs
+//! them), route, detect, and the whole `Stages::process`. Run with `cargo bench --bench stages`.
+//!
+//! The goal of issue 3 reads off `classify_all` against `segment`: classification should cost
+//! no more than a quarter of segmentation per event.
 //!
 //! Texts: the raw citizen messages of `../shared/data/routing/routing_sample_raw.tsv` when that
 //! file is there (long, real messages, ~1 KB), else messages from the demo generator. The point
@@ -10,8 +14,12 @@ use citypulse::assets;
 use citypulse::channels;
 use citypulse::config::PipelineConfig;
 use citypulse::demo::generator::{GeneratorConfig, TrafficGenerator};
+use citypulse::detect::Detector;
+use citypulse::detection::detect_input;
 use citypulse::event::Channel;
 use citypulse::metrics::Metrics;
+use citypulse::model::sentiment::Tokens;
+use citypulse::stages::Outcome;
 use citypulse::text::mask::AuthorHasher;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
@@ -70,9 +78,36 @@ fn bench_stages(c: &mut Criterion) {
         .enumerate()
         .map(|(i, t)| hotline_record(t, i))
         .collect();
-    let tokens: Vec<Vec<String>> = texts
+    let segmented: Vec<_> = texts
         .iter()
-        .map(|t| stages.segmenter.segment(t, 0).tokens)
+        .map(|t| stages.segmenter.segment(t, 0))
+        .collect();
+    let tokens: Vec<Vec<String>> = segmented.iter().map(|s| s.tokens.clone()).collect();
+    let sentiment_input: Vec<Vec<String>> = segmented
+        .iter()
+        .map(|s| match stages.sentiment.tokens() {
+            Tokens::Words => s.words.clone(),
+            Tokens::Content => s.tokens.clone(),
+        })
+        .collect();
+    let jieba = jieba_rs::Jieba::new();
+    // One generated record per channel and a few of each, for decoding.
+    let mut generator = TrafficGenerator::new(GeneratorConfig {
+        malformed_share: 0.0,
+        ..GeneratorConfig::default()
+    });
+    let at = FixedOffset::east_opt(8 * 3600)
+        .unwrap()
+        .with_ymd_and_hms(2026, 11, 25, 10, 0, 0)
+        .unwrap();
+    let per_channel: Vec<(Channel, Vec<Vec<u8>>)> = Channel::ALL
+        .iter()
+        .map(|&channel| {
+            let records = (0..64)
+                .map(|_| generator.next_record_on(channel, at).bytes)
+                .collect();
+            (channel, records)
+        })
         .collect();
     let received = FixedOffset::east_opt(8 * 3600)
         .unwrap()
@@ -87,7 +122,7 @@ fn bench_stages(c: &mut Criterion) {
         i = (i + 1) % n;
         i
     };
-    group.bench_function("decode_12345", |b| {
+    group.bench_function("decode_12345_long", |b| {
         b.iter(|| {
             black_box(channels::decode(
                 Channel::Hotline12345,
@@ -95,14 +130,50 @@ fn bench_stages(c: &mut Criterion) {
             ))
         })
     });
+    for (channel, generated) in &per_channel {
+        group.bench_function(format!("decode_{}_generated", channel.as_str()), |b| {
+            b.iter(|| {
+                black_box(channels::decode(
+                    *channel,
+                    &generated[next(generated.len())],
+                ))
+            })
+        });
+    }
     group.bench_function("mask", |b| {
         b.iter(|| black_box(stages.masker.mask(&texts[next(texts.len())])))
     });
     group.bench_function("segment", |b| {
         b.iter(|| black_box(stages.segmenter.segment(&texts[next(texts.len())], 5)))
     });
-    group.bench_function("classify", |b| {
+    group.bench_function("jieba_cut_raw", |b| {
+        b.iter(|| black_box(jieba.cut(&texts[next(texts.len())], true)))
+    });
+    group.bench_function("classify_category", |b| {
         b.iter(|| black_box(stages.model.predict(&tokens[next(tokens.len())])))
+    });
+    group.bench_function("classify_sentiment", |b| {
+        b.iter(|| {
+            black_box(
+                stages
+                    .sentiment
+                    .predict(&sentiment_input[next(sentiment_input.len())]),
+            )
+        })
+    });
+    group.bench_function("classify_relevance", |b| {
+        b.iter(|| black_box(stages.relevance.relevance(&tokens[next(tokens.len())])))
+    });
+    // What the classify stage runs for a social post (hotline records skip relevance).
+    group.bench_function("classify_all", |b| {
+        b.iter(|| {
+            let k = next(tokens.len());
+            black_box((
+                stages.model.predict(&tokens[k]),
+                stages.sentiment.predict(&sentiment_input[k]),
+                stages.relevance.relevance(&tokens[k]),
+            ))
+        })
     });
     group.bench_function("route", |b| {
         b.iter(|| {
@@ -112,6 +183,26 @@ fn bench_stages(c: &mut Criterion) {
                     .decide(Channel::Hotline12345, Some("雨花区"), "环境保护", 0.9),
             )
         })
+    });
+    // Detection as `process` runs it in line: on the events of the texts, in time order.
+    let events: Vec<_> = records
+        .iter()
+        .filter_map(
+            |record| match stages.process(Channel::Hotline12345, record, None, received) {
+                Outcome::Event { event, tokens } => Some((event, tokens)),
+                _ => None,
+            },
+        )
+        .collect();
+    let mut detector = Detector::new(config.detect.clone());
+    group.bench_function("detect", |b| {
+        b.iter(|| {
+            let (event, tokens) = &events[next(events.len())];
+            black_box(detector.observe(&detect_input(event, tokens)))
+        })
+    });
+    group.bench_function("serialize", |b| {
+        b.iter(|| black_box(serde_json::to_vec(&*events[next(events.len())].0)))
     });
     group.bench_function("process_whole", |b| {
         b.iter_batched(

@@ -16,6 +16,7 @@ use crate::text::emoticons::strip_emoticons;
 use crate::text::mask::{AuthorHasher, PiiMasker};
 use crate::text::segment::Segmenter;
 use chrono::{DateTime, FixedOffset};
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
@@ -119,11 +120,15 @@ impl Stages {
 
         // Title and text together: a 12345 title often names the problem more plainly. Weibo
         // emoticons ([怒] …) are dropped for the models, which were trained without them.
+        let joined;
         let for_models = match &masked.title {
-            Some(title) => format!("{title}。{}", masked.text),
-            None => masked.text.clone(),
+            Some(title) => {
+                joined = format!("{title}。{}", masked.text);
+                joined.as_str()
+            }
+            None => masked.text.as_str(),
         };
-        let for_models = strip_emoticons(&for_models);
+        let for_models = strip_emoticons(for_models);
         // One cut serves every model: content tokens for category and relevance, the words
         // with stop words kept for sentiment when its model was trained on those.
         let segmented = self.segmenter.segment(&for_models, self.max_keywords);
@@ -199,9 +204,15 @@ impl Stages {
     /// Mask every free-text field and replace the author identifier by its keyed hash.
     fn mask(&self, record: Record) -> MaskedRecord {
         let social = record.channel.is_social();
-        let mask_text = |text: &str| {
-            let masked = self.masker.mask(text);
-            if social {
+        // Most texts hold nothing to mask: they are then moved on as they are, not copied.
+        let mask_text = |text: String| {
+            let masked = match self.masker.mask_cow(&text) {
+                Cow::Owned(masked) => Some(masked),
+                Cow::Borrowed(_) => None,
+            };
+            let masked = masked.unwrap_or(text);
+            // Mentions start with '@'; without one, masking them would only copy the text.
+            if social && masked.contains('@') {
                 self.masker.mask_mentions(&masked)
             } else {
                 masked
@@ -212,10 +223,10 @@ impl Stages {
                 .author
                 .as_deref()
                 .map(|author| self.hasher.hash(record.channel, author)),
-            title: record.title.as_deref().map(mask_text),
-            text: mask_text(&record.text),
-            context: record.context.as_deref().map(mask_text),
-            address: record.address.as_deref().map(mask_text),
+            title: record.title.map(mask_text),
+            text: mask_text(record.text),
+            context: record.context.map(mask_text),
+            address: record.address.map(mask_text),
             native_id: record.native_id,
             occurred_at: record.occurred_at,
             district: record.district,

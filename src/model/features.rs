@@ -189,12 +189,26 @@ pub(crate) fn key_of_term(term: &str) -> Option<u64> {
 fn walk_terms(
     settings: &FeatureSettings,
     tokens: &[String],
+    emit: impl FnMut(Kind, &[char], Option<&[char]>),
+) {
+    let max_chars = settings.max_chars as usize;
+    let mut chars: Vec<char> = Vec::with_capacity(max_chars.min(4096));
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(tokens.len().min(max_chars));
+    walk_terms_in(settings, tokens, &mut chars, &mut spans, emit);
+}
+
+/// [`walk_terms`] with the caller's buffers (cleared first), so that inference reuses them.
+fn walk_terms_in(
+    settings: &FeatureSettings,
+    tokens: &[String],
+    chars: &mut Vec<char>,
+    spans: &mut Vec<(usize, usize)>,
     mut emit: impl FnMut(Kind, &[char], Option<&[char]>),
 ) {
     let max_chars = settings.max_chars as usize;
     // All tokens' chars in one buffer: the joined text for char n-grams, and token spans into it.
-    let mut chars: Vec<char> = Vec::with_capacity(max_chars.min(4096));
-    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(tokens.len().min(max_chars));
+    chars.clear();
+    spans.clear();
     for token in tokens {
         let start = chars.len();
         chars.extend(
@@ -211,7 +225,7 @@ fn walk_terms(
         }
     }
     if settings.word_unigrams {
-        for &(s, e) in &spans {
+        for &(s, e) in spans.iter() {
             emit(Kind::Word, &chars[s..e], None);
         }
     }
@@ -230,14 +244,6 @@ fn walk_terms(
     }
 }
 
-/// Keys of every term occurrence (with repeats), in document order.
-pub(crate) fn term_keys(settings: &FeatureSettings, tokens: &[String], out: &mut Vec<u64>) {
-    out.clear();
-    walk_terms(settings, tokens, |kind, a, b| {
-        out.push(term_key(kind, a, b))
-    });
-}
-
 /// Distinct terms of a document with their keys: the training-side view, where strings are
 /// needed to write the vocabulary.
 pub(crate) fn distinct_terms(settings: &FeatureSettings, tokens: &[String]) -> Vec<(u64, String)> {
@@ -251,9 +257,19 @@ pub(crate) fn distinct_terms(settings: &FeatureSettings, tokens: &[String]) -> V
     terms
 }
 
+/// Buffers of one [`Vectorizer::vectorize`] call, kept per thread: allocating them afresh for
+/// every event cost more than filling them.
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<u64>,
+    chars: Vec<char>,
+    spans: Vec<(usize, usize)>,
+    /// Term counts by column, all zero between calls.
+    counts: Vec<u16>,
+}
+
 thread_local! {
-    /// Scratch term counts, all zero between calls.
-    static COUNTS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 /// A sparse feature vector: distinct indices in order of first occurrence and their values
@@ -322,16 +338,24 @@ impl Vectorizer {
 
     /// TF-IDF vector of a document; empty when no term is in the vocabulary.
     pub fn vectorize(&self, tokens: &[String]) -> SparseVector {
-        let mut keys = Vec::new();
-        term_keys(&self.settings, tokens, &mut keys);
         // Term frequencies are counted in a per-thread table as long as the vocabulary instead
         // of sorting the hits: this is the hot path of classification.
         let mut out = SparseVector::default();
-        COUNTS.with_borrow_mut(|counts| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch {
+                keys,
+                chars,
+                spans,
+                counts,
+            } = scratch;
+            keys.clear();
+            walk_terms_in(&self.settings, tokens, chars, spans, |kind, a, b| {
+                keys.push(term_key(kind, a, b))
+            });
             if counts.len() < self.idf.len() {
                 counts.resize(self.idf.len(), 0);
             }
-            for key in &keys {
+            for key in keys.iter() {
                 if let Some(&column) = self.index.get(key) {
                     let count = &mut counts[column as usize];
                     if *count == 0 {

@@ -11,6 +11,7 @@
 pub mod data;
 pub mod eval;
 pub mod features;
+mod inference;
 pub mod linear;
 pub mod relevance;
 pub mod sentiment;

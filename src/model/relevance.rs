@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::inference::FusedHeads;
 use super::linear::{
     self, ClassReport, Corpus, DataSource, FitOptions, Head, HeadFile, TextFeatures,
     MAX_MODEL_BYTES, TEXT_FEATURE_VERSION,
@@ -48,6 +49,9 @@ struct RelevanceFile {
 
 pub struct RelevanceModel {
     features: TextFeatures,
+    /// The head behind the per-thread counting of [`FusedHeads`]: what inference runs on.
+    fused: FusedHeads,
+    /// The head as loaded: its figures, and the reference the tests compare `fused` with.
     head: Head,
     trained_at: String,
 }
@@ -100,7 +104,8 @@ impl RelevanceModel {
                 file.feature_fingerprint
             ));
         }
-        let head = Head::from_file(file.relevance, "relevance")?;
+        let head = Head::from_file(file.relevance.clone(), "relevance")?;
+        let fused = FusedHeads::new(&[(&file.relevance, "relevance")])?;
         if head.classes != CLASSES {
             return Err(format!(
                 "relevance.classes is {:?}, expected {CLASSES:?}",
@@ -109,6 +114,7 @@ impl RelevanceModel {
         }
         Ok(RelevanceModel {
             features: file.features,
+            fused,
             head,
             trained_at: file.trained_at,
         })
@@ -117,6 +123,19 @@ impl RelevanceModel {
     /// Probability in [0, 1] that the post is a work order, from its content tokens
     /// (emoticons stripped before segmenting, as for the sentiment model).
     pub fn relevance(&self, tokens: &[String]) -> f32 {
+        let mut keys = Vec::new();
+        // Copying the tokens only when some must go: most Chinese posts have no ASCII token.
+        if tokens.iter().any(|t| t.is_ascii()) {
+            linear::term_keys(&self.features, &without_codes(tokens), &mut keys);
+        } else {
+            linear::term_keys(&self.features, tokens, &mut keys);
+        }
+        self.fused.probabilities(&self.features, &keys)[0][1]
+    }
+
+    /// The same score through the reference `Head::probabilities`, for the equality tests.
+    #[cfg(test)]
+    fn relevance_reference(&self, tokens: &[String]) -> f32 {
         let tokens = without_codes(tokens);
         let mut keys = Vec::new();
         linear::term_keys(&self.features, &tokens, &mut keys);
@@ -419,4 +438,34 @@ pub fn train_relevance_model(
         model_bytes: bytes.len() as u64,
         elapsed: started.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The fused inference must give exactly the reference head's score: a faster path may not
+    /// change an output.
+    #[test]
+    fn fused_inference_equals_the_reference_head() {
+        let model = crate::assets::load_relevance_model(&Default::default())
+            .expect("the embedded relevance model loads");
+        let segmenter =
+            crate::assets::load_segmenter(&Default::default()).expect("embedded segmenter");
+        let mut texts: Vec<String> = [
+            "小区门口的路灯坏了三天，晚上很黑，请尽快维修",
+            "今天天气真好[哈哈]和朋友去吃火锅",
+            "A3区西湖路占道经营严重，http://t.cn/A6vd7HC4 求管管",
+            "早安",
+            "",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        texts.extend(crate::model::inference::shared_texts(400));
+        for text in &texts {
+            let tokens = segmenter.segment(text, 0).tokens;
+            let fast = model.relevance(&tokens);
+            let reference = model.relevance_reference(&tokens);
+            assert_eq!(fast.to_bits(), reference.to_bits(), "{text}");
+        }
+    }
 }

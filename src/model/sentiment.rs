@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::inference::FusedHeads;
 use super::linear::{
     self, ClassReport, Corpus, DataSource, FitOptions, Head, HeadFile, TextFeatures,
     MAX_MODEL_BYTES, TEXT_FEATURE_VERSION,
@@ -145,6 +146,9 @@ pub fn words_segmenter(
 pub struct SentimentModel {
     features: TextFeatures,
     tokens: Tokens,
+    /// Both heads behind one lookup per term: what [`Self::predict`] runs on. `emotion` and
+    /// `polarity` stay for the single-head queries and as the reference the tests compare with.
+    fused: FusedHeads,
     emotion: Head,
     /// Column of [`Emotion`] `i` in the emotion head.
     emotion_columns: [usize; 6],
@@ -203,7 +207,7 @@ impl SentimentModel {
                 file.feature_fingerprint
             ));
         }
-        let emotion = Head::from_file(file.emotion, "emotion")?;
+        let emotion = Head::from_file(file.emotion.clone(), "emotion")?;
         let mut emotion_columns = [0usize; 6];
         for (i, e) in Emotion::ALL.iter().enumerate() {
             emotion_columns[i] = emotion
@@ -218,16 +222,18 @@ impl SentimentModel {
                 emotion.classes.len()
             ));
         }
-        let polarity = Head::from_file(file.polarity, "polarity")?;
+        let polarity = Head::from_file(file.polarity.clone(), "polarity")?;
         if polarity.classes != POLARITY_CLASSES {
             return Err(format!(
                 "polarity.classes is {:?}, expected {POLARITY_CLASSES:?}",
                 polarity.classes
             ));
         }
+        let fused = FusedHeads::new(&[(&file.emotion, "emotion"), (&file.polarity, "polarity")])?;
         Ok(SentimentModel {
             features: file.features,
             tokens: file.tokens,
+            fused,
             emotion,
             emotion_columns,
             polarity,
@@ -258,14 +264,15 @@ impl SentimentModel {
     pub fn predict(&self, tokens: &[String]) -> SentimentPrediction {
         let mut keys = Vec::new();
         linear::term_keys(&self.features, tokens, &mut keys);
-        let emotions = self.emotion.probabilities(&self.features, &keys);
-        let (best, emotion_confidence) = linear::argmax(&emotions);
+        let heads = self.fused.probabilities(&self.features, &keys);
+        let (emotions, polarity) = (&heads[0], &heads[1]);
+        let (best, emotion_confidence) = linear::argmax(emotions);
         let emotion = Emotion::ALL
             .into_iter()
             .zip(self.emotion_columns)
             .find(|&(_, c)| c == best)
             .map_or(Emotion::Neutral, |(e, _)| e);
-        let p_positive = self.polarity.probabilities(&self.features, &keys)[self.positive];
+        let p_positive = polarity[self.positive];
         let p_neutral = emotions[self.emotion_columns[5]];
         SentimentPrediction {
             emotion,
@@ -612,6 +619,47 @@ pub fn evaluate_polarity_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused inference must give exactly what the two reference heads give: a faster path
+    /// may not change an output.
+    #[test]
+    fn fused_inference_equals_the_reference_heads() {
+        let model = crate::assets::load_sentiment_model(&Default::default())
+            .expect("the embedded sentiment model loads");
+        let segmenter = words_segmenter(&Default::default()).expect("embedded dictionary");
+        let mut texts: Vec<String> = [
+            "小区门口的路灯坏了三天，晚上很黑，请尽快维修",
+            "今天天气真好和朋友去吃火锅，开心",
+            "太可怕了，楼下着火了，不知道有没有人受伤",
+            "早安",
+            "",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        texts.extend(crate::model::inference::shared_texts(400));
+        for text in &texts {
+            let tokens = segmenter.segment(&strip_emoticons(text), 0).tokens;
+            let fast = model.predict(&tokens);
+            let mut keys = Vec::new();
+            linear::term_keys(&model.features, &tokens, &mut keys);
+            let emotions = model.emotion.probabilities(&model.features, &keys);
+            let (best, confidence) = linear::argmax(&emotions);
+            let positive = model.polarity.probabilities(&model.features, &keys)[model.positive];
+            let neutral = emotions[model.emotion_columns[5]];
+            assert_eq!(fast.emotion.as_str(), model.emotion.classes[best], "{text}");
+            assert_eq!(
+                fast.emotion_confidence.to_bits(),
+                confidence.to_bits(),
+                "{text}"
+            );
+            assert_eq!(
+                fast.sentiment.to_bits(),
+                combine(positive, neutral).to_bits(),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn neutral_label_spellings() {
