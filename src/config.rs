@@ -144,6 +144,11 @@ pub struct StageConfig {
     /// Run early-warning detection (the `citypulse.events` → `citypulse.alerts` task).
     #[serde(default = "default_true")]
     pub detection: bool,
+    /// Route events after detection (stage 2), so routed events carry their `incident_id`;
+    /// off: stage 1 routes directly and also writes the internal topic for detection. Off by
+    /// default until the two-stage flow holds up under the broker-fault tests (README).
+    #[serde(default)]
+    pub route_after_detection: bool,
     /// On a new assignment, detection re-reads this much of the internal topic's past to rebuild
     /// its windows and open incidents.
     #[serde(default = "default_detect_rebuild_secs")]

@@ -472,6 +472,12 @@ impl DetectStage<'_> {
         lock(&self.tracker).begin(&record.partition, offset);
         let mut deliveries = Vec::new();
         match (internal.as_mut(), observation) {
+            (Some(_), Some(observation)) if !self.outputs.route_after_detection => {
+                // Stage 1 routed the event already; this stage raises the alerts.
+                for alert in observation.alerts {
+                    deliveries.extend(self.alert(alert).await);
+                }
+            }
             (Some(internal), Some(observation)) => {
                 internal.event.incident_id = observation.incident_id;
                 match event_message(&internal.event) {
@@ -587,7 +593,9 @@ impl DetectStage<'_> {
             return Ok(());
         };
         self.bytes = self.bytes.saturating_sub(settled.bytes);
-        settled.observe_latency(&self.metrics);
+        if self.outputs.route_after_detection {
+            settled.observe_latency(&self.metrics);
+        }
         if generation == self.assignment.generation.load(Ordering::SeqCst) {
             lock(&self.tracker).complete(&settled.partition, settled.offset);
         }

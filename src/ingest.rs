@@ -147,7 +147,8 @@ impl IngestSettings {
 
     /// The same as [`from_env`](Self::from_env) over any variable source.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, IngestError> {
-        let wechat_token = match lookup(WECHAT_TOKEN_ENV) {
+        // Empty counts as unset, as compose passes `${VAR:-}` through when it is not given.
+        let wechat_token = match lookup(WECHAT_TOKEN_ENV).filter(|v| !v.trim().is_empty()) {
             None => None,
             Some(value) => Some(WechatToken::parse(&value)?),
         };

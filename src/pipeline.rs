@@ -89,6 +89,9 @@ pub(crate) struct OutputTopics {
     pub(crate) alerts: String,
     /// The internal topic for detection, when detection runs.
     pub(crate) events: Option<String>,
+    /// Whether stage 2 routes (detection on and `pipeline.route_after_detection`); otherwise
+    /// stage 1 routes and stage 2 only raises alerts.
+    pub(crate) route_after_detection: bool,
 }
 
 impl OutputTopics {
@@ -103,6 +106,8 @@ impl OutputTopics {
                 .pipeline
                 .detection
                 .then(|| config.kafka.events_topic.clone()),
+            route_after_detection: config.pipeline.detection
+                && config.pipeline.route_after_detection,
         }
     }
 
@@ -178,7 +183,7 @@ pub async fn run(
     let outputs = Arc::new(OutputTopics::new(config));
     // With detection on, this stage's outputs are not the end of the flow: stage 2 observes
     // the end-to-end latency from the input timestamp carried on the internal message.
-    let observe_latency = outputs.events.is_none();
+    let observe_latency = !outputs.route_after_detection;
     let settings = &config.pipeline;
     // A fatal error anywhere stops the consumer the same way a signal does.
     let stop = shutdown.child_token();
@@ -408,13 +413,8 @@ fn worker_loop(
         let started = Instant::now();
         let deliveries = match outcome {
             Outcome::Event { event, tokens } => {
-                let produced = match &outputs.events {
-                    // Detection on: the repartition step. Stage 2 reads every event keyed by
-                    // district, assigns its incident and routes it.
-                    Some(events_topic) => {
-                        internal_message(producer, events_topic, *event, tokens, &record)
-                    }
-                    None => event_message(&event).map(|message| {
+                let routed = |event: &Event| {
+                    event_message(event).map(|message| {
                         let topic = message.topic(outputs).to_string();
                         let delivery = enqueue(
                             producer,
@@ -423,10 +423,25 @@ fn worker_loop(
                                 .payload(&message.payload),
                         );
                         (topic, delivery)
+                    })
+                };
+                let produced = match &outputs.events {
+                    // Routing after detection: the repartition step only. Stage 2 reads every
+                    // event keyed by district, assigns its incident and routes it.
+                    Some(events_topic) if outputs.route_after_detection => {
+                        internal_message(producer, events_topic, *event, tokens, &record)
+                            .map(|delivery| vec![delivery])
+                    }
+                    // Routed here, and written to the internal topic for detection's alerts.
+                    Some(events_topic) => routed(&event).and_then(|delivery| {
+                        let internal =
+                            internal_message(producer, events_topic, *event, tokens, &record)?;
+                        Ok(vec![delivery, internal])
                     }),
+                    None => routed(&event).map(|delivery| vec![delivery]),
                 };
                 match produced {
-                    Ok(delivery) => vec![delivery],
+                    Ok(deliveries) => deliveries,
                     Err(error) => vec![dead_letter(
                         producer,
                         &outputs.dlq,
