@@ -1,7 +1,7 @@
 //! Wiring for `run`, stage 2: detection. The internal topic `citypulse.events` (keyed by
-//! district) in; each event, now carrying its `incident_id`, out to the routed / triage /
-//! ignored topic by its route; alert messages out to `citypulse.alerts`, the live feed and the
-//! metrics.
+//! district) in; alert messages out to `citypulse.alerts`, the live feed and the metrics; and,
+//! with `pipeline.route_after_detection`, each event, now carrying its `incident_id`, out to the
+//! routed / triage / ignored topic by its route (otherwise stage 1 has routed it already).
 //!
 //! ```text
 //! raw.* ─> stage 1 (pipeline.rs) ─> citypulse.events ─> stage 2 (here) ─> routed / triage / ignored
@@ -24,10 +24,12 @@
 //! shutdown the acknowledgements are drained for up to `pipeline.shutdown_timeout_secs` and
 //! what finished is committed.
 //!
-//! Event time is per partition: an event is late only against its own partition's latest
-//! event, and the watermark that resolves quiet alerts is the minimum over the assigned
-//! partitions ([`Watermarks`]), partitions idle for `detect.idle_partition_secs` left out. So
-//! one partition catching up on a backlog while the others are live loses nothing.
+//! Event time is per ordered stream ([`event_source`]: an internal partition × the input
+//! partition its events came from, as stage 1 keeps each input partition in order but its
+//! workers drift apart): an event is late only against its own stream's latest event, and the
+//! watermark that resolves quiet alerts is the minimum over the streams ([`Watermarks`]),
+//! streams idle for `detect.idle_partition_secs` left out. So one partition catching up on a
+//! backlog while the others are live loses nothing.
 
 use crate::alert_feed::AlertFeed;
 use crate::config::PipelineConfig;

@@ -6,11 +6,11 @@
 //!   recv, begin offset,                       stages::process,              await broker acks,
 //!   commit every interval                     produce outputs               complete offset
 //! ```
-//! With detection on (`pipeline.detection`, the default) a good event goes only to the internal
-//! topic `citypulse.events`, keyed by district; stage 2 (`detection.rs`) assigns its incident
-//! and routes it with [`event_message`], so routed events carry their `incident_id`. With
-//! detection off the event is routed here directly. Bad input goes to the dead-letter topic in
-//! both cases.
+//! By default a good event is routed here and, with detection on (`pipeline.detection`), also
+//! written to the internal topic `citypulse.events`, keyed by district, for stage 2's alerts.
+//! With `pipeline.route_after_detection` it goes only to the internal topic, and stage 2
+//! (`detection.rs`) assigns its incident and routes it with [`event_message`], so routed events
+//! carry their `incident_id`. Bad input goes to the dead-letter topic in every case.
 //!
 //! At-least-once: an input offset is committed only once every output it caused (internal,
 //! routed, triage or dead-letter message) was acknowledged by the broker. Records of one
