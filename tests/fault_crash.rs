@@ -138,12 +138,7 @@ fn sigkill_at_random_moments_loses_no_input_and_repeats_only_uncommitted_work() 
     let wanted: BTreeSet<&SourceKey> = landed.iter().map(|(s, _)| s).collect();
     loop {
         reader.catch_up(Duration::from_secs(180));
-        let covered: BTreeSet<&SourceKey> = reader
-            .outputs
-            .iter()
-            .filter_map(|o| o.source.as_ref())
-            .collect();
-        let missing = wanted.difference(&covered).count();
+        let missing = reader.missing(&wanted);
         if missing == 0 {
             break;
         }

@@ -117,12 +117,7 @@ fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         reader.catch_up(Duration::from_secs(60));
-        let covered: BTreeSet<&SourceKey> = reader
-            .outputs
-            .iter()
-            .filter_map(|o| o.source.as_ref())
-            .collect();
-        let missing = wanted.difference(&covered).count();
+        let missing = reader.missing(&wanted);
         if missing == 0 {
             break;
         }

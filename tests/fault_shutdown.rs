@@ -26,12 +26,7 @@ fn wait_covered(reader: &mut OutputReader, wanted: &BTreeSet<&SourceKey>, app: &
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         reader.catch_up(Duration::from_secs(60));
-        let covered: BTreeSet<&SourceKey> = reader
-            .outputs
-            .iter()
-            .filter_map(|o| o.source.as_ref())
-            .collect();
-        let missing = wanted.difference(&covered).count();
+        let missing = reader.missing(wanted);
         if missing == 0 {
             return;
         }

@@ -452,6 +452,16 @@ impl OutputReader {
         }
     }
 
+    /// How many of `wanted` have no output read so far.
+    pub fn missing(&self, wanted: &BTreeSet<&SourceKey>) -> usize {
+        let covered: BTreeSet<&SourceKey> = self
+            .outputs
+            .iter()
+            .filter_map(|o| o.source.as_ref())
+            .collect();
+        wanted.difference(&covered).count()
+    }
+
     /// Read until every partition reaches the high watermark it has now.
     pub fn catch_up(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
