@@ -68,6 +68,13 @@ pub struct KafkaConfig {
     pub delivery_timeout_ms: u64,
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
+    /// This instance's stable name in both consumer groups (Kafka static membership,
+    /// `group.instance.id`); `citypulse run --instance-id` or `CITYPULSE_INSTANCE_ID` override
+    /// it. Unset: dynamic membership. Set, a restarted instance (a crash, a deploy) takes back
+    /// its own partitions at once instead of waiting for the group to notice the old member's
+    /// death and rebalance. Each instance of a group needs its own name (e.g. the pod name).
+    #[serde(default)]
+    pub instance_id: Option<String>,
     /// Extra librdkafka properties for both clients (security settings, tuning).
     #[serde(default)]
     pub client: BTreeMap<String, String>,
@@ -437,6 +444,23 @@ impl PipelineConfig {
         if kafka.group_id.trim().is_empty() {
             problem("kafka.group_id", "must not be empty".into());
         }
+        if let Some(instance) = &kafka.instance_id {
+            // Kafka's own limit for group.instance.id: 249 of [a-zA-Z0-9._-].
+            let valid = !instance.is_empty()
+                && instance.len() <= 249
+                && instance
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !valid {
+                problem(
+                    "kafka.instance_id",
+                    format!(
+                        "{instance:?} is not a valid group.instance.id (1–249 characters of \
+                         a-z, A-Z, 0-9, '.', '_', '-')"
+                    ),
+                );
+            }
+        }
         let mut topics_seen = HashSet::new();
         for (name, topic) in &kafka.input_topics {
             let key = format!("kafka.input_topics.{name}");
@@ -661,6 +685,26 @@ mod tests {
         ] {
             assert!(keys.contains(&expected), "{expected} missing in {keys:?}");
         }
+    }
+
+    #[test]
+    fn instance_id_sets_static_membership_on_the_consumers_and_is_checked() {
+        let config = PipelineConfig::parse("[kafka]\ninstance_id = \"citypulse-0\"\n").unwrap();
+        let consumer = crate::kafka::consumer_config(&config.kafka);
+        assert_eq!(consumer.get("group.instance.id"), Some("citypulse-0"));
+        let dynamic = PipelineConfig::parse("").unwrap();
+        assert_eq!(
+            crate::kafka::consumer_config(&dynamic.kafka).get("group.instance.id"),
+            None
+        );
+        let issues = PipelineConfig::parse("[kafka]\ninstance_id = \"pod 1/a\"\n").unwrap_err();
+        let rendered: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        assert!(
+            rendered
+                .iter()
+                .any(|m| m.starts_with("kafka.instance_id") && m.contains("pod 1/a")),
+            "{rendered:?}"
+        );
     }
 
     #[test]

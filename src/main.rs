@@ -61,6 +61,9 @@ enum Command {
         /// Override http.listen, e.g. `0.0.0.0:9464`.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Override kafka.instance_id (static group membership), e.g. the pod name.
+        #[arg(long, env = "CITYPULSE_INSTANCE_ID")]
+        instance_id: Option<String>,
     },
     /// Run everything on an embedded broker with generated traffic: nothing to install.
     Demo {
@@ -201,7 +204,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             pipeline,
             brokers,
             listen,
-        } => run(pipeline, brokers, listen).await,
+            instance_id,
+        } => run(pipeline, brokers, listen, instance_id).await,
         Command::Demo {
             duration,
             listen,
@@ -318,10 +322,19 @@ async fn run(
     pipeline_path: PathBuf,
     brokers: Option<String>,
     listen: Option<SocketAddr>,
+    instance_id: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let mut config = PipelineConfig::load(&pipeline_path)?;
     if let Some(brokers) = brokers {
         config.kafka.brokers = brokers;
+    }
+    if let Some(instance_id) = instance_id.filter(|id| !id.is_empty()) {
+        config.kafka.instance_id = Some(instance_id);
+        let issues = config.validate();
+        if !issues.is_empty() {
+            let listed: Vec<String> = issues.iter().map(ToString::to_string).collect();
+            anyhow::bail!("--instance-id: {}", listed.join("; "));
+        }
     }
     if let Some(listen) = listen {
         config.http.listen = listen.to_string();

@@ -169,7 +169,7 @@ fn leaks_in(where_: &str, text: &str, needles: &[String], found: &mut Vec<String
 fn seeded_phone_and_id_numbers_appear_in_no_output_log_or_http_answer() {
     let started = Instant::now();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = test_dir();
     let broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
     let pipeline = write_pipeline(dir.path(), &[]);

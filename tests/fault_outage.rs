@@ -26,7 +26,7 @@ const RSS_LIMIT_KIB: u64 = 768 * 1024;
 fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
     let started = Instant::now();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = test_dir();
     let mut broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
     let pipeline = write_pipeline(dir.path(), &[]);

@@ -114,7 +114,7 @@ fn good(channel: Channel, n: u64) -> (Vec<u8>, String) {
 fn poison_pills_are_dead_lettered_with_their_reason_and_the_same_process_goes_on() {
     let started = Instant::now();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = test_dir();
     let broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
     let pipeline = write_pipeline(dir.path(), &[]);

@@ -47,7 +47,7 @@ fn wait_covered(reader: &mut OutputReader, wanted: &BTreeSet<&SourceKey>, app: &
 fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     let started = Instant::now();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = test_dir();
     let broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
     let pipeline = write_pipeline(

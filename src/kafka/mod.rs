@@ -167,6 +167,9 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
         .set("enable.partition.eof", "false");
+    if let Some(instance) = &kafka.instance_id {
+        config.set("group.instance.id", instance);
+    }
     config
 }
 

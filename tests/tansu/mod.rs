@@ -94,6 +94,24 @@ pub struct Broker {
     starts: usize,
 }
 
+/// The test's working directory (broker database, pipeline file, every log). Removed at the
+/// end unless `CITYPULSE_KEEP_TEST_DIR` is set, for reading the broker's and citypulse's logs
+/// after a failure; the path is printed either way.
+pub fn test_dir() -> tempfile::TempDir {
+    let keep = std::env::var_os("CITYPULSE_KEEP_TEST_DIR").is_some();
+    let dir = tempfile::Builder::new()
+        .prefix("citypulse-fault-")
+        .disable_cleanup(keep)
+        .tempdir()
+        .expect("a temporary directory");
+    eprintln!(
+        "test directory: {}{}",
+        dir.path().display(),
+        if keep { " (kept)" } else { "" }
+    );
+    dir
+}
+
 impl Broker {
     /// Start a broker on a free port and wait until it answers metadata requests.
     pub fn start(dir: &Path) -> Broker {
@@ -130,7 +148,11 @@ impl Broker {
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(&self.dir)
-            .env("RUST_LOG", "warn")
+            // `CITYPULSE_TANSU_LOG=warn,tansu_broker::coordinator=info` shows group membership.
+            .env(
+                "RUST_LOG",
+                std::env::var("CITYPULSE_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle clones"))
             .stderr(log)
@@ -139,6 +161,29 @@ impl Broker {
         self.child = Some(child);
         self.starts += 1;
         self.wait_answering(Duration::from_secs(30));
+        self.index_headers();
+    }
+
+    /// tansu 0.6 reads each fetched record's headers with a query that scans the whole
+    /// `header` table (its `header_fetch.sql` filters on `(topition, offset_id)`, which no
+    /// index covers). Every citypulse output carries headers, so a fetch costs the number of
+    /// headers ever written per record returned: after 100,000 outputs it serves ~200 records/s
+    /// and, its storage busy, stops answering heartbeats and metadata in time — groups then never
+    /// settle. The index changes no result, only the query plan (~350× faster fetches measured).
+    /// tansu creates its schema before it answers, so the table exists by now.
+    fn index_headers(&self) {
+        let db = self.dir.join("tansu.db");
+        let connection = rusqlite::Connection::open(&db)
+            .unwrap_or_else(|e| panic!("open tansu's database {}: {e}", db.display()));
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        connection
+            .execute_batch(
+                "create index if not exists citypulse_test_header_record \
+                 on header (topition, offset_id);",
+            )
+            .unwrap_or_else(|e| panic!("index tansu's header table in {}: {e}", db.display()));
     }
 
     /// Wait until a metadata request succeeds.
