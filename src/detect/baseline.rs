@@ -12,10 +12,15 @@ use std::collections::VecDeque;
 /// Counts per time bucket over the last `len` buckets, storing only non-empty buckets.
 ///
 /// Bucket numbers are event-time seconds divided by the bucket width; the caller passes them.
+/// The newest bucket is held in place: most windows (a term seen in one minute, a small
+/// cluster) never span two buckets and so never allocate.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SparseWindow {
-    /// (bucket, count), oldest first; at most one entry per bucket.
-    buckets: VecDeque<(i64, u64)>,
+    /// (bucket, count) of every bucket but the newest, oldest first; at most one entry per
+    /// bucket, all older than `newest`.
+    older: VecDeque<(i64, u64)>,
+    /// The newest bucket held; `None` exactly when the window is empty.
+    newest: Option<(i64, u64)>,
     /// Sum of every held count: a window expired up to the range asked for answers
     /// [`SparseWindow::total`] without walking its buckets, which every event does many times.
     sum: u64,
@@ -29,44 +34,55 @@ impl SparseWindow {
     /// the allowed lateness) is added in place.
     pub fn add(&mut self, bucket: i64, amount: u64) {
         self.sum += amount;
-        self.span = if self.buckets.is_empty() {
-            (bucket, bucket)
-        } else {
-            (self.span.0.min(bucket), self.span.1.max(bucket))
+        self.span = match self.newest {
+            None => (bucket, bucket),
+            Some(_) => (self.span.0.min(bucket), self.span.1.max(bucket)),
         };
         // The common case first: the newest bucket again, or a newer one.
-        match self.buckets.back_mut() {
+        match &mut self.newest {
             Some((b, count)) if *b == bucket => {
                 *count += amount;
                 return;
             }
-            Some((b, _)) if *b < bucket => {
-                self.buckets.push_back((bucket, amount));
+            Some((b, count)) if *b < bucket => {
+                self.older.push_back((*b, *count));
+                self.newest = Some((bucket, amount));
                 return;
             }
             None => {
-                self.buckets.push_back((bucket, amount));
+                self.newest = Some((bucket, amount));
                 return;
             }
             Some(_) => {}
         }
-        match self.buckets.iter().rposition(|(b, _)| *b <= bucket) {
-            Some(i) if self.buckets[i].0 == bucket => self.buckets[i].1 += amount,
-            Some(i) => self.buckets.insert(i + 1, (bucket, amount)),
-            None => self.buckets.push_front((bucket, amount)),
+        match self.older.iter().rposition(|(b, _)| *b <= bucket) {
+            Some(i) if self.older[i].0 == bucket => self.older[i].1 += amount,
+            Some(i) => self.older.insert(i + 1, (bucket, amount)),
+            None => self.older.push_front((bucket, amount)),
         }
     }
 
     /// Forgets buckets that fell out of a window of `len` buckets ending at `now`.
     pub fn expire(&mut self, now: i64, len: usize) {
         let oldest = now - len as i64 + 1;
-        while self.buckets.front().is_some_and(|(b, _)| *b < oldest) {
-            if let Some((_, count)) = self.buckets.pop_front() {
+        while self.older.front().is_some_and(|(b, _)| *b < oldest) {
+            if let Some((_, count)) = self.older.pop_front() {
                 self.sum -= count;
             }
         }
-        self.span.0 = self.buckets.front().map_or(0, |(b, _)| *b);
-        if self.buckets.is_empty() {
+        // Every older bucket precedes the newest, so the newest goes only once they are gone.
+        if let Some((b, count)) = self.newest {
+            if self.older.is_empty() && b < oldest {
+                self.sum -= count;
+                self.newest = None;
+            }
+        }
+        self.span.0 = self
+            .older
+            .front()
+            .or(self.newest.as_ref())
+            .map_or(0, |(b, _)| *b);
+        if self.newest.is_none() {
             self.span = (0, 0);
         }
     }
@@ -74,14 +90,13 @@ impl SparseWindow {
     /// Total over the `len` buckets ending at `now` (inclusive).
     pub fn total(&self, now: i64, len: usize) -> u64 {
         let oldest = now - len as i64 + 1;
-        if self.buckets.is_empty() {
+        if self.newest.is_none() {
             return 0;
         }
         if self.span.0 >= oldest && self.span.1 <= now {
             return self.sum;
         }
-        self.buckets
-            .iter()
+        self.iter()
             .filter(|(b, _)| *b >= oldest && *b <= now)
             .map(|(_, c)| c)
             .sum()
@@ -89,21 +104,21 @@ impl SparseWindow {
 
     /// (bucket, count) pairs, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
-        self.buckets.iter().copied()
+        self.older.iter().copied().chain(self.newest)
     }
 
     /// The oldest bucket with a count, if any.
     pub fn oldest(&self) -> Option<i64> {
-        (!self.buckets.is_empty()).then_some(self.span.0)
+        self.newest.is_some().then_some(self.span.0)
     }
 
     /// The newest bucket with a count, if any.
     pub fn newest(&self) -> Option<i64> {
-        (!self.buckets.is_empty()).then_some(self.span.1)
+        self.newest.is_some().then_some(self.span.1)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.newest.is_none()
     }
 }
 
@@ -224,6 +239,34 @@ mod tests {
         assert!(w.is_empty());
         w.add(5, 1);
         assert_eq!(w.newest(), Some(5));
+    }
+
+    #[test]
+    fn window_keeps_buckets_in_order_whichever_way_they_arrive() {
+        let mut w = SparseWindow::default();
+        assert_eq!((w.oldest(), w.newest(), w.total(5, 10)), (None, None, 0));
+        w.add(20, 1);
+        w.add(22, 1);
+        w.add(18, 2); // late, before every bucket held
+        w.add(21, 3); // late, between two held
+        w.add(22, 1);
+        assert_eq!(
+            w.iter().collect::<Vec<_>>(),
+            [(18, 2), (20, 1), (21, 3), (22, 2)]
+        );
+        assert_eq!((w.oldest(), w.newest()), (Some(18), Some(22)));
+        assert_eq!(w.total(22, 2), 5, "buckets 21 and 22");
+        w.expire(22, 2);
+        assert_eq!(w.iter().collect::<Vec<_>>(), [(21, 3), (22, 2)]);
+        assert_eq!((w.oldest(), w.total(22, 100)), (Some(21), 5));
+        w.expire(23, 1);
+        assert!(w.is_empty());
+        assert_eq!((w.oldest(), w.total(23, 100)), (None, 0));
+        w.add(7, 4);
+        assert_eq!(
+            (w.oldest(), w.newest(), w.total(7, 1)),
+            (Some(7), Some(7), 4)
+        );
     }
 
     #[test]

@@ -143,6 +143,11 @@ impl Cluster {
         // needed, fed with the terms this report adds, checked when popped (a term may have
         // been counted again since) — the same victim as a scan of the profile each time.
         let mut once: Option<BinaryHeap<Reverse<Term>>> = None;
+        if self.terms.is_empty() {
+            // A new cluster takes in a whole report at once: size the profile for it rather
+            // than grow it step by step (nothing reads the map in its iteration order).
+            self.terms.reserve(terms.len().min(max_terms));
+        }
         for (term, weight) in terms {
             if let Some(entry) = self.terms.get_mut(term) {
                 entry.count += 1;

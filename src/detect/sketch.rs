@@ -86,12 +86,23 @@ impl CountMin {
 
 /// A term with its hash computed once, when the event's terms are collected: every map of
 /// terms (term windows, cluster profiles) is keyed by it with [`TermHasher`], so the text is
-/// hashed once per event instead of once per map and open cluster. Shared text, so a term
-/// entering a window or a profile costs no copy. Ordered by text.
-#[derive(Debug, Clone)]
+/// hashed once per event instead of once per map and open cluster. Terms of up to
+/// [`INLINE_BYTES`] bytes (seven Han characters: nearly all of them) are held in place, so
+/// making one for each of an event's terms and copying it into a window or a profile touches
+/// neither the allocator nor a reference count; longer ones share their text. Ordered by text.
+#[derive(Clone)]
 pub struct Term {
     hash: u64,
-    text: Arc<str>,
+    text: TermText,
+}
+
+/// Longest term held in place rather than shared.
+const INLINE_BYTES: usize = 22;
+
+#[derive(Clone)]
+enum TermText {
+    Inline { len: u8, bytes: [u8; INLINE_BYTES] },
+    Shared(Arc<str>),
 }
 
 impl Term {
@@ -106,14 +117,34 @@ impl Term {
         h ^= h >> 33;
         h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         h ^= h >> 33;
-        Term {
-            hash: h,
-            text: Arc::from(text),
+        let text = if text.len() <= INLINE_BYTES {
+            let mut bytes = [0u8; INLINE_BYTES];
+            bytes[..text.len()].copy_from_slice(text.as_bytes());
+            TermText::Inline {
+                len: text.len() as u8,
+                bytes,
+            }
+        } else {
+            TermText::Shared(Arc::from(text))
+        };
+        Term { hash: h, text }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.text {
+            TermText::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            TermText::Shared(text) => text.as_bytes(),
         }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.text
+        match &self.text {
+            // Copied whole from a `&str`, so always valid; the check costs a few bytes' scan.
+            TermText::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            TermText::Shared(text) => text,
+        }
     }
 
     /// The mixed hash of the text.
@@ -122,9 +153,15 @@ impl Term {
     }
 }
 
+impl std::fmt::Debug for Term {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Term").field(&self.as_str()).finish()
+    }
+}
+
 impl PartialEq for Term {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.text == other.text
+        self.hash == other.hash && self.bytes() == other.bytes()
     }
 }
 
@@ -143,14 +180,15 @@ impl PartialOrd for Term {
 }
 
 impl Ord for Term {
+    /// Byte order, which is `str`'s order.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.text.cmp(&other.text)
+        self.bytes().cmp(other.bytes())
     }
 }
 
 impl std::fmt::Display for Term {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.as_str())
     }
 }
 
@@ -382,6 +420,32 @@ impl TermWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_and_shared_terms_compare_hash_and_order_as_their_text() {
+        let short = "爆管"; // 6 bytes: inline
+        let edge = "一二三四五六七"; // 21 bytes: inline
+        let long = "一二三四五六七八"; // 24 bytes: shared
+        let mut words = vec![long, "a", edge, short, "", "一二三四五六七八九"];
+        let mut terms: Vec<Term> = words.iter().map(|w| Term::new(w)).collect();
+        for (t, w) in terms.iter().zip(&words) {
+            assert_eq!(t.as_str(), *w);
+            assert_eq!(t.to_string(), *w);
+            assert_eq!(t, &Term::new(w));
+            assert_eq!(t.clone().as_str(), *w);
+        }
+        assert_ne!(Term::new(edge), Term::new(long));
+        terms.sort();
+        words.sort();
+        let sorted: Vec<&str> = terms.iter().map(Term::as_str).collect();
+        assert_eq!(sorted, words, "terms sort as their text does");
+        let mut map = TermMap::default();
+        map.insert(Term::new(long), 1);
+        map.insert(Term::new(short), 2);
+        assert_eq!(map.get(&Term::new(long)), Some(&1));
+        assert_eq!(map.get(&Term::new(short)), Some(&2));
+        assert_eq!(map.get(&Term::new(edge)), None);
+    }
 
     #[test]
     fn count_min_never_undercounts_and_halves() {

@@ -18,6 +18,8 @@ use std::hash::Hasher;
 use rustc_hash::{FxHashMap, FxHasher};
 use serde::{Deserialize, Serialize};
 
+use super::inference::{PlanSettings, TermPlan};
+
 /// Bumped whenever the code that turns tokens into features changes meaning (n-gram rules,
 /// hashing, weighting). A model trained with another version is refused at load.
 pub const FEATURE_VERSION: u32 = 1;
@@ -294,6 +296,9 @@ pub struct Vectorizer {
     settings: FeatureSettings,
     index: FxHashMap<u64, u32>,
     idf: Vec<f32>,
+    /// Tokens → columns through a per-thread cache: what [`Self::vectorize`] runs on; `index`
+    /// is the reference and the path for documents the plan declines.
+    plan: Option<TermPlan>,
 }
 
 impl Vectorizer {
@@ -321,10 +326,25 @@ impl Vectorizer {
             index.insert(key, column32);
             idf.push(*term_idf);
         }
+        let plan = PlanSettings::new(
+            settings.word_unigrams,
+            settings.word_bigrams,
+            settings.char_ngram_min,
+            settings.char_ngram_max,
+            settings.max_chars,
+        )
+        .map(|plan_settings| {
+            let columns = terms
+                .iter()
+                .zip(0u32..)
+                .map(|((term, _), c)| (term.as_str(), c));
+            TermPlan::new(plan_settings, columns)
+        });
         Ok(Vectorizer {
             settings,
             index,
             idf,
+            plan,
         })
     }
 
@@ -338,9 +358,24 @@ impl Vectorizer {
 
     /// TF-IDF vector of a document; empty when no term is in the vocabulary.
     pub fn vectorize(&self, tokens: &[String]) -> SparseVector {
-        // Term frequencies are counted in a per-thread table as long as the vocabulary instead
-        // of sorting the hits: this is the hot path of classification.
-        let mut out = SparseVector::default();
+        let fast = self.plan.as_ref().and_then(|plan| {
+            plan.with_hits(tokens, false, |columns| self.vectorize_columns(columns))
+        });
+        fast.unwrap_or_else(|| self.vectorize_reference(tokens))
+    }
+
+    /// Whether [`Self::vectorize`] takes the plan for this document.
+    #[cfg(test)]
+    pub(crate) fn plan_applies(&self, tokens: &[String]) -> bool {
+        self.plan
+            .as_ref()
+            .and_then(|plan| plan.with_hits(tokens, false, |_| ()))
+            .is_some()
+    }
+
+    /// [`Self::vectorize`] by hashing every term occurrence and looking its key up: the
+    /// definition the fast path is tested against, and its fallback.
+    pub(crate) fn vectorize_reference(&self, tokens: &[String]) -> SparseVector {
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch {
                 keys,
@@ -352,29 +387,44 @@ impl Vectorizer {
             walk_terms_in(&self.settings, tokens, chars, spans, |kind, a, b| {
                 keys.push(term_key(kind, a, b))
             });
-            if counts.len() < self.idf.len() {
-                counts.resize(self.idf.len(), 0);
+            let columns = keys.iter().filter_map(|key| self.index.get(key).copied());
+            self.tfidf(counts, columns)
+        })
+    }
+
+    /// TF-IDF vector from the column of every term occurrence of a document, in the order the
+    /// terms are walked (words, word pairs, characters, character pairs): what
+    /// [`Self::vectorize`] gives when the columns come from elsewhere (the token cache of
+    /// [`TermPlan`]).
+    fn vectorize_columns(&self, columns: &[u32]) -> SparseVector {
+        SCRATCH.with_borrow_mut(|scratch| self.tfidf(&mut scratch.counts, columns.iter().copied()))
+    }
+
+    /// Term frequencies are counted in a per-thread table as long as the vocabulary instead of
+    /// sorting the hits: this is the hot path of classification. Columns keep the order of
+    /// their first occurrence, which is the order the norm and the dot product sum in.
+    fn tfidf(&self, counts: &mut Vec<u16>, columns: impl Iterator<Item = u32>) -> SparseVector {
+        let mut out = SparseVector::default();
+        if counts.len() < self.idf.len() {
+            counts.resize(self.idf.len(), 0);
+        }
+        for column in columns {
+            let count = &mut counts[column as usize];
+            if *count == 0 {
+                out.indices.push(column);
             }
-            for key in keys.iter() {
-                if let Some(&column) = self.index.get(key) {
-                    let count = &mut counts[column as usize];
-                    if *count == 0 {
-                        out.indices.push(column);
-                    }
-                    *count = count.saturating_add(1);
-                }
-            }
-            out.values.reserve(out.indices.len());
-            for &column in &out.indices {
-                let tf = f32::from(std::mem::take(&mut counts[column as usize]));
-                let tf = if self.settings.sublinear_tf {
-                    1.0 + tf.ln()
-                } else {
-                    tf
-                };
-                out.values.push(tf * self.idf[column as usize]);
-            }
-        });
+            *count = count.saturating_add(1);
+        }
+        out.values.reserve(out.indices.len());
+        for &column in &out.indices {
+            let tf = f32::from(std::mem::take(&mut counts[column as usize]));
+            let tf = if self.settings.sublinear_tf {
+                1.0 + tf.ln()
+            } else {
+                tf
+            };
+            out.values.push(tf * self.idf[column as usize]);
+        }
         let norm = out.values.iter().map(|v| v * v).sum::<f32>().sqrt();
         if norm > 0.0 && norm.is_finite() {
             for v in &mut out.values {

@@ -1,15 +1,22 @@
-//! Fast inference for the linear heads of the sentiment and relevance models
-//! ([`super::linear::Head`]): the classify stage runs these on every social event.
+//! Fast inference for every model of the classify stage (category, emotion/polarity,
+//! relevance), which runs right after segmentation on every event.
 //!
-//! [`FusedHeads`] puts the vocabularies of one or more heads that read the same term keys
-//! (the emotion and polarity heads of the sentiment model) behind one hash lookup per key, and
-//! counts term frequencies in per-thread tables instead of collecting and sorting every hit.
-//! The arithmetic is the same as `Head::probabilities`, in the same order (columns ascending),
-//! so the probabilities are bit-for-bit identical — the tests compare the two on real texts.
+//! [`TermPlan`] turns a document's tokens into the feature slots of its vocabulary terms
+//! through a bounded per-thread cache of tokens, so that most terms are never hashed per event
+//! (see its doc). The category model counts those slots with its own vectorizer; for the
+//! linear heads of the sentiment and relevance models, [`FusedHeads`] puts the vocabularies of
+//! the heads that read one token stream (the emotion and polarity heads) behind one slot space
+//! and counts term frequencies in per-thread tables instead of collecting and sorting every hit.
+//! The arithmetic is the same as the reference paths (`Head::probabilities`,
+//! `Vectorizer::vectorize`), in the same order, so the probabilities are bit-for-bit identical —
+//! the tests compare the two on real texts.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::linear::{key_of_term, softmax, HeadFile, TextFeatures};
 
@@ -20,9 +27,11 @@ const ABSENT: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 struct Table {
     intercepts: Vec<f32>,
-    idf: Vec<f32>,
-    /// Term-major: `weights[column * k + class]`.
-    weights: Vec<f32>,
+    /// Per column its idf then its `k` weights: `rows[column * (k + 1)..]`. One column's numbers
+    /// share a cache line, which the separate arrays of `Head` do not: the tables are cold
+    /// after segmentation, and a miss per column read was a visible share of the stage.
+    rows: Vec<f32>,
+    columns: usize,
     k: usize,
 }
 
@@ -34,6 +43,8 @@ pub(crate) struct FusedHeads {
     /// Per slot, the term's column in each head (or [`ABSENT`]); `slots[slot * heads + h]`.
     slots: Vec<u32>,
     tables: Vec<Table>,
+    /// Token → slots, when the features allow it (see [`PlanSettings::new`]).
+    plan: Option<TermPlan>,
 }
 
 /// Per-thread scratch: term counts per head column (all zero between calls), a bit per column
@@ -52,7 +63,7 @@ thread_local! {
 impl FusedHeads {
     /// From the heads as stored; call after `Head::from_file` accepted each of them, so that
     /// terms, weights and idf are known to be well-formed. The error names the head and entry.
-    pub fn new(heads: &[(&HeadFile, &str)]) -> Result<Self, String> {
+    pub fn new(f: &TextFeatures, heads: &[(&HeadFile, &str)]) -> Result<Self, String> {
         let n = heads.len();
         let mut index: FxHashMap<u64, u32> = FxHashMap::default();
         let mut slots: Vec<u32> = Vec::new();
@@ -61,8 +72,8 @@ impl FusedHeads {
             let k = file.classes.len();
             let mut table = Table {
                 intercepts: file.intercepts.clone(),
-                idf: Vec::with_capacity(file.vocabulary.len()),
-                weights: Vec::with_capacity(file.vocabulary.len() * k),
+                rows: Vec::with_capacity(file.vocabulary.len() * (k + 1)),
+                columns: file.vocabulary.len(),
                 k,
             };
             for (column, entry) in file.vocabulary.iter().enumerate() {
@@ -80,27 +91,71 @@ impl FusedHeads {
                     next
                 });
                 slots[slot as usize * n + h] = column;
-                table.idf.push(entry.1);
-                table.weights.extend_from_slice(&entry.2);
+                table.rows.push(entry.1);
+                table.rows.extend_from_slice(&entry.2);
             }
             tables.push(table);
         }
+        let plan = PlanSettings::of_text_features(f).map(|settings| {
+            let terms = heads.iter().flat_map(|(file, _)| {
+                file.vocabulary.iter().filter_map(|entry| {
+                    let slot = index.get(&key_of_term(&entry.0)?)?;
+                    Some((entry.0.as_str(), *slot))
+                })
+            });
+            TermPlan::new(settings, terms)
+        });
         Ok(FusedHeads {
             index,
             slots,
             tables,
+            plan,
+        })
+    }
+
+    /// What [`Self::probabilities`] gives for the term keys of `tokens`, through the token
+    /// cache of the plan; `None` where the document must take the key path (see
+    /// [`TermPlan::with_hits`]). `skip_ascii` drops all-ASCII tokens first.
+    pub fn probabilities_of_tokens(
+        &self,
+        f: &TextFeatures,
+        tokens: &[String],
+        skip_ascii: bool,
+    ) -> Option<Vec<Vec<f32>>> {
+        self.plan.as_ref()?.with_hits(tokens, skip_ascii, |hits| {
+            self.probabilities_of_slots(f, hits.iter().copied())
         })
     }
 
     /// Class probabilities of every head for a document given as term keys: what
     /// `Head::probabilities(f, keys)` gives for each head, computed in one pass over the keys.
     pub fn probabilities(&self, f: &TextFeatures, keys: &[u64]) -> Vec<Vec<f32>> {
+        let slots = keys.iter().filter_map(|key| self.index.get(key).copied());
+        self.probabilities_of_slots(f, slots)
+    }
+
+    /// Whether [`Self::probabilities_of_tokens`] takes the plan for this document.
+    #[cfg(test)]
+    pub fn plan_applies(&self, tokens: &[String], skip_ascii: bool) -> bool {
+        self.plan
+            .as_ref()
+            .and_then(|plan| plan.with_hits(tokens, skip_ascii, |_| ()))
+            .is_some()
+    }
+
+    /// Class probabilities of every head from the slot of every term occurrence (any order:
+    /// each head sums its columns in ascending order).
+    fn probabilities_of_slots(
+        &self,
+        f: &TextFeatures,
+        hits: impl Iterator<Item = u32>,
+    ) -> Vec<Vec<f32>> {
         let n = self.tables.len();
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.counts.resize_with(n, Vec::new);
             scratch.bits.resize_with(n, Vec::new);
             for (h, table) in self.tables.iter().enumerate() {
-                let columns = table.idf.len();
+                let columns = table.columns;
                 if scratch.counts[h].len() < columns {
                     scratch.counts[h].resize(columns, 0.0);
                 }
@@ -109,10 +164,7 @@ impl FusedHeads {
                     scratch.bits[h].resize(words, 0);
                 }
             }
-            for key in keys {
-                let Some(&slot) = self.index.get(key) else {
-                    continue;
-                };
+            for slot in hits {
                 let columns = &self.slots[slot as usize * n..(slot as usize + 1) * n];
                 for (h, &column) in columns.iter().enumerate() {
                     if column != ABSENT {
@@ -150,7 +202,7 @@ impl Table {
     fn probabilities(&self, f: &TextFeatures, hits: &mut [(u32, f32)]) -> Vec<f32> {
         for (c, v) in hits.iter_mut() {
             let tf = if f.sublinear_tf { 1.0 + v.ln() } else { *v };
-            *v = tf * self.idf[*c as usize];
+            *v = tf * self.rows[*c as usize * (self.k + 1)];
         }
         let norm = hits.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
         if norm > 0.0 && norm.is_finite() {
@@ -161,13 +213,434 @@ impl Table {
         let k = self.k;
         let mut z = self.intercepts.clone();
         for &(c, v) in hits.iter() {
-            let start = c as usize * k;
-            for (zc, w) in z.iter_mut().zip(&self.weights[start..start + k]) {
+            let start = c as usize * (k + 1) + 1;
+            for (zc, w) in z.iter_mut().zip(&self.rows[start..start + k]) {
                 *zc += v * w;
             }
         }
         softmax(&mut z);
         z
+    }
+}
+
+/// "No vocabulary term" in a slot field of a cached token.
+const NONE: u32 = u32::MAX;
+/// Tokens longer than this (in bytes) are not cached: a document holding one is scored by the
+/// reference path. Bounds the memory of one cache entry; jieba's words are far shorter.
+const MAX_CACHED_TOKEN_BYTES: usize = 96;
+/// Distinct tokens a [`TokenCache`] holds. When a document brings a new token into a full
+/// cache, that document is scored by the reference path and the cache is emptied before the
+/// next one: simple, bounded, and it follows a drifting vocabulary.
+const MAX_CACHED_TOKENS: usize = 16_384;
+/// Slot lists of all cached tokens together; reaching it counts as a full cache.
+const MAX_ARENA_SLOTS: usize = 1 << 20;
+/// Plans whose caches one thread keeps (one per loaded model is three); the least recently
+/// added is dropped beyond that, as tests that load many models would otherwise grow it.
+const MAX_CACHES_PER_THREAD: usize = 8;
+
+/// Which term kinds a vocabulary uses and how much input it reads: the parts of the feature
+/// settings ([`TextFeatures`], `FeatureSettings`) that the fast path needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PlanSettings {
+    word_unigrams: bool,
+    word_bigrams: bool,
+    char_unigrams: bool,
+    char_bigrams: bool,
+    max_chars: usize,
+}
+
+impl PlanSettings {
+    /// `None` for character n-grams longer than two: the plan keeps only unigram and bigram
+    /// tables, and models with longer n-grams stay on the reference path.
+    pub fn new(
+        word_unigrams: bool,
+        word_bigrams: bool,
+        char_ngram_min: u32,
+        char_ngram_max: u32,
+        max_chars: u32,
+    ) -> Option<Self> {
+        let chars = char_ngram_min..=char_ngram_max;
+        if char_ngram_min > 0 && char_ngram_max > 2 {
+            return None;
+        }
+        Some(PlanSettings {
+            word_unigrams,
+            word_bigrams,
+            char_unigrams: char_ngram_min > 0 && chars.contains(&1),
+            char_bigrams: char_ngram_min > 0 && chars.contains(&2),
+            max_chars: max_chars as usize,
+        })
+    }
+
+    pub fn of_text_features(f: &TextFeatures) -> Option<Self> {
+        Self::new(
+            f.word_unigrams,
+            f.word_bigrams,
+            f.char_ngram_min,
+            f.char_ngram_max,
+            f.max_chars,
+        )
+    }
+}
+
+/// A vocabulary compiled for token-at-a-time lookup: what feature slot each term text has,
+/// split by kind so that most of a document's terms come from a per-token cache.
+///
+/// The reference path hashes every term occurrence of a document (word, word pair, every
+/// character and character pair) and probes the vocabulary map with each: ~1,800 probes of a
+/// 20,000-entry map for a 1 KB message. Here a token's own terms (the word, its characters and
+/// the character pairs inside it) are looked up once per token per thread and cached; per
+/// document only the terms that span two tokens are looked up: the word pair (only when both
+/// words occur as halves of some vocabulary pair, usually they do not) and the character pair
+/// across the boundary, in a table of character pairs alone.
+///
+/// Terms are matched by text, the reference by their 64-bit key; the two differ only when an
+/// input term's key collides with that of a different vocabulary term.
+#[derive(Debug, Clone)]
+pub(crate) struct TermPlan {
+    /// Names this plan's per-thread cache; clones share it, as they map tokens the same way.
+    id: u64,
+    settings: PlanSettings,
+    words: FxHashMap<Box<str>, u32>,
+    chars: FxHashMap<char, u32>,
+    /// `pack(a, b)` of a character pair → slot.
+    char_pairs: FxHashMap<u64, u32>,
+    /// First and second words of the word-pair terms → small ids.
+    lefts: FxHashMap<Box<str>, u32>,
+    rights: FxHashMap<Box<str>, u32>,
+    /// `pack(left id, right id)` → slot.
+    pairs: FxHashMap<u64, u32>,
+}
+
+fn pack(a: u32, b: u32) -> u64 {
+    (u64::from(a) << 32) | u64::from(b)
+}
+
+/// Tokens up to this many bytes (eight Han characters) keep their text inside their
+/// [`Entry`]: checking a cache hit then reads the line the entry is read from anyway, instead of
+/// a heap string elsewhere (that extra cache miss per token was the largest single cost).
+const INLINE_KEY_BYTES: usize = 24;
+
+/// One token as the plan sees it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// The token's text when it is at most [`INLINE_KEY_BYTES`] long (`key_len` bytes).
+    key: [u8; INLINE_KEY_BYTES],
+    key_len: u8,
+    /// Characters after whitespace is dropped; 0 for a token the features skip.
+    chars: u32,
+    first: char,
+    last: char,
+    word: u32,
+    left: u32,
+    right: u32,
+    /// `arena[start..start + singles]`: slots of its characters that are terms, in order;
+    /// then `pairs` slots of its inner character pairs.
+    start: u32,
+    singles: u32,
+    pairs: u32,
+}
+
+/// Per thread and plan: tokens seen → [`Entry`], and the buffers of one document.
+struct TokenCache {
+    plan: u64,
+    /// Hash of a short token's text → entry, whose `key` confirms the match.
+    index: FxHashMap<u64, u32>,
+    /// Longer tokens (rare) by their text.
+    long: FxHashMap<Box<str>, u32>,
+    entries: Vec<Entry>,
+    arena: Vec<u32>,
+    /// Set when a document found the cache full; emptied before the next document.
+    full: bool,
+    /// Entries of the current document's non-empty tokens, in order.
+    doc: Vec<u32>,
+    hits: Vec<u32>,
+    text: String,
+}
+
+impl TokenCache {
+    fn new(plan: u64) -> Self {
+        TokenCache {
+            plan,
+            index: FxHashMap::default(),
+            long: FxHashMap::default(),
+            entries: Vec::new(),
+            arena: Vec::new(),
+            full: false,
+            doc: Vec::new(),
+            hits: Vec::new(),
+            text: String::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.long.clear();
+        self.entries.clear();
+        self.arena.clear();
+        self.full = false;
+    }
+}
+
+thread_local! {
+    static CACHES: RefCell<Vec<TokenCache>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_PLAN_ID: AtomicU64 = AtomicU64::new(0);
+
+impl TermPlan {
+    /// From `(term text, slot)` pairs as written in the model file (`w:…`, `b:… …`, `c:…`);
+    /// `None` when the settings are outside what the plan handles. Malformed terms are skipped:
+    /// the model's loader has already refused those.
+    pub fn new<'a>(
+        settings: PlanSettings,
+        terms: impl IntoIterator<Item = (&'a str, u32)>,
+    ) -> Self {
+        let mut plan = TermPlan {
+            id: NEXT_PLAN_ID.fetch_add(1, Ordering::Relaxed),
+            settings,
+            words: FxHashMap::default(),
+            chars: FxHashMap::default(),
+            char_pairs: FxHashMap::default(),
+            lefts: FxHashMap::default(),
+            rights: FxHashMap::default(),
+            pairs: FxHashMap::default(),
+        };
+        for (term, slot) in terms {
+            if let Some(word) = term.strip_prefix("w:") {
+                plan.words.insert(word.into(), slot);
+            } else if let Some(pair) = term.strip_prefix("b:") {
+                let Some((a, b)) = pair.split_once(' ') else {
+                    continue;
+                };
+                let next = plan.lefts.len() as u32;
+                let a = *plan.lefts.entry(a.into()).or_insert(next);
+                let next = plan.rights.len() as u32;
+                let b = *plan.rights.entry(b.into()).or_insert(next);
+                plan.pairs.insert(pack(a, b), slot);
+            } else if let Some(chars) = term.strip_prefix("c:") {
+                let mut it = chars.chars();
+                match (it.next(), it.next(), it.next()) {
+                    (Some(a), None, _) => {
+                        plan.chars.insert(a, slot);
+                    }
+                    (Some(a), Some(b), None) => {
+                        plan.char_pairs.insert(pack(a as u32, b as u32), slot);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        plan
+    }
+
+    /// Calls `score` with the slot of every vocabulary-term occurrence of the document, in
+    /// the order the reference walk meets them (words, word pairs, characters, character
+    /// pairs; each by position), and returns what it returns. `skip_ascii` drops all-ASCII
+    /// tokens first (the relevance model's input). `None` when the document must take the
+    /// reference path: longer than `max_chars` (the reference cuts a token there), a token
+    /// too long to cache, a full cache, or no thread-local storage left (thread exit).
+    pub fn with_hits<R>(
+        &self,
+        tokens: &[String],
+        skip_ascii: bool,
+        score: impl FnOnce(&[u32]) -> R,
+    ) -> Option<R> {
+        CACHES
+            .try_with(|caches| {
+                let mut caches = caches.try_borrow_mut().ok()?;
+                let at = match caches.iter().position(|c| c.plan == self.id) {
+                    Some(at) => at,
+                    None => {
+                        if caches.len() >= MAX_CACHES_PER_THREAD {
+                            caches.remove(0);
+                        }
+                        caches.push(TokenCache::new(self.id));
+                        caches.len() - 1
+                    }
+                };
+                let cache = &mut caches[at];
+                if cache.full {
+                    cache.clear();
+                }
+                self.resolve(cache, tokens, skip_ascii)?;
+                self.collect_hits(cache);
+                Some(score(&cache.hits))
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Fills `cache.doc` with the entries of the document's tokens; `None` as in
+    /// [`Self::with_hits`].
+    fn resolve(&self, cache: &mut TokenCache, tokens: &[String], skip_ascii: bool) -> Option<()> {
+        cache.doc.clear();
+        let mut total = 0usize;
+        for token in tokens {
+            if skip_ascii && token.is_ascii() {
+                continue;
+            }
+            let short = token.len() <= INLINE_KEY_BYTES;
+            let hash = FxBuildHasher.hash_one(token.as_bytes());
+            let found = if short {
+                cache.index.get(&hash).copied()
+            } else {
+                cache.long.get(token.as_str()).copied()
+            };
+            let at = match found {
+                Some(at) => {
+                    let e = &cache.entries[at as usize];
+                    if short && &e.key[..usize::from(e.key_len)] != token.as_bytes() {
+                        // Two tokens with one 64-bit hash: this document takes the reference path.
+                        return None;
+                    }
+                    at
+                }
+                None => {
+                    if token.len() > MAX_CACHED_TOKEN_BYTES {
+                        return None;
+                    }
+                    if cache.entries.len() >= MAX_CACHED_TOKENS
+                        || cache.arena.len() >= MAX_ARENA_SLOTS
+                    {
+                        cache.full = true;
+                        return None;
+                    }
+                    let entry = self.entry(token, &mut cache.text, &mut cache.arena);
+                    let at = cache.entries.len() as u32;
+                    cache.entries.push(entry);
+                    if short {
+                        cache.index.insert(hash, at);
+                    } else {
+                        cache.long.insert(token.as_str().into(), at);
+                    }
+                    at
+                }
+            };
+            let chars = cache.entries[at as usize].chars as usize;
+            if chars > 0 {
+                total += chars;
+                if total > self.settings.max_chars {
+                    return None;
+                }
+                cache.doc.push(at);
+            }
+        }
+        Some(())
+    }
+
+    /// Looks a new token's own terms up; their slot lists go to the end of `arena`.
+    fn entry(&self, token: &str, text: &mut String, arena: &mut Vec<u32>) -> Entry {
+        // The features skip whitespace inside a token; almost no token has any.
+        let word = if token.chars().any(char::is_whitespace) {
+            text.clear();
+            text.extend(token.chars().filter(|c| !c.is_whitespace()));
+            text.as_str()
+        } else {
+            token
+        };
+        let start = arena.len();
+        let mut key = [0u8; INLINE_KEY_BYTES];
+        let key_len = if token.len() <= INLINE_KEY_BYTES {
+            key[..token.len()].copy_from_slice(token.as_bytes());
+            token.len() as u8
+        } else {
+            0
+        };
+        let mut entry = Entry {
+            key,
+            key_len,
+            chars: 0,
+            first: '\0',
+            last: '\0',
+            word: NONE,
+            left: NONE,
+            right: NONE,
+            start: start as u32,
+            singles: 0,
+            pairs: 0,
+        };
+        let mut chars = word.chars();
+        let Some(first) = chars.next() else {
+            return entry;
+        };
+        entry.first = first;
+        entry.last = word.chars().next_back().unwrap_or(first);
+        entry.chars = word.chars().count() as u32;
+        if self.settings.word_unigrams {
+            entry.word = self.words.get(word).copied().unwrap_or(NONE);
+        }
+        if self.settings.word_bigrams {
+            entry.left = self.lefts.get(word).copied().unwrap_or(NONE);
+            entry.right = self.rights.get(word).copied().unwrap_or(NONE);
+        }
+        if self.settings.char_unigrams {
+            arena.extend(word.chars().filter_map(|c| self.chars.get(&c).copied()));
+        }
+        let singles = arena.len() - start;
+        if self.settings.char_bigrams {
+            let mut previous = first;
+            for c in chars {
+                if let Some(&slot) = self.char_pairs.get(&pack(previous as u32, c as u32)) {
+                    arena.push(slot);
+                }
+                previous = c;
+            }
+        }
+        entry.singles = singles as u32;
+        entry.pairs = (arena.len() - start - singles) as u32;
+        entry
+    }
+
+    /// `cache.hits` from `cache.doc`, in the reference walk order.
+    fn collect_hits(&self, cache: &mut TokenCache) {
+        let TokenCache {
+            entries,
+            arena,
+            doc,
+            hits,
+            ..
+        } = cache;
+        let s = &self.settings;
+        hits.clear();
+        let entry = |at: &u32| &entries[*at as usize];
+        if s.word_unigrams {
+            hits.extend(
+                doc.iter()
+                    .map(entry)
+                    .filter(|e| e.word != NONE)
+                    .map(|e| e.word),
+            );
+        }
+        if s.word_bigrams && !self.pairs.is_empty() {
+            for pair in doc.windows(2) {
+                let (a, b) = (entry(&pair[0]), entry(&pair[1]));
+                if a.left != NONE && b.right != NONE {
+                    if let Some(&slot) = self.pairs.get(&pack(a.left, b.right)) {
+                        hits.push(slot);
+                    }
+                }
+            }
+        }
+        if s.char_unigrams {
+            for e in doc.iter().map(entry) {
+                let start = e.start as usize;
+                hits.extend_from_slice(&arena[start..start + e.singles as usize]);
+            }
+        }
+        if s.char_bigrams {
+            for (i, e) in doc.iter().map(entry).enumerate() {
+                let start = (e.start + e.singles) as usize;
+                hits.extend_from_slice(&arena[start..start + e.pairs as usize]);
+                if let Some(next) = doc.get(i + 1).map(entry) {
+                    if let Some(&slot) =
+                        self.char_pairs.get(&pack(e.last as u32, next.first as u32))
+                    {
+                        hits.push(slot);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -197,4 +670,202 @@ pub(crate) fn shared_texts(limit: usize) -> Vec<String> {
         );
     }
     texts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::features::{FeatureSettings, Vectorizer};
+
+    fn toks(s: &str) -> Vec<String> {
+        s.split('|').map(String::from).collect()
+    }
+
+    /// A vocabulary with every term kind, including pairs that only occur across tokens.
+    fn vectorizer() -> Vectorizer {
+        let terms = [
+            "w:噪音",
+            "w:扰民",
+            "w:路 灯",
+            "b:噪音 扰民",
+            "b:路灯 坏了",
+            "c:噪",
+            "c:民",
+            "c:灯",
+            "c:音扰",
+            "c:噪音",
+            "c:灯坏",
+            "w:longlonglonglonglonglongtoken",
+        ];
+        let terms: Vec<(String, f32)> = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), 1.0 + i as f32 / 7.0))
+            .collect();
+        Vectorizer::new(FeatureSettings::current(), &terms).expect("valid vocabulary")
+    }
+
+    /// Token streams that reach every branch: repeats, whitespace inside and around tokens,
+    /// empty tokens, a token longer than the inline key, pairs across token boundaries.
+    const FIXTURES: [&str; 8] = [
+        "噪音|扰民|噪音|噪音|扰民",
+        "路灯|坏了|路 灯|坏了",
+        "|噪音| |扰民|\u{3000}|灯",
+        "噪|音|扰|民",
+        "longlonglonglonglonglongtoken|噪音|longlonglonglonglonglongtoken",
+        "完全|无关|的|话",
+        "",
+        "灯",
+    ];
+
+    #[test]
+    fn plan_vectors_equal_the_reference_bit_for_bit() {
+        let v = vectorizer();
+        for text in FIXTURES {
+            let tokens = if text.is_empty() {
+                Vec::new()
+            } else {
+                toks(text)
+            };
+            let fast = v.vectorize(&tokens);
+            let reference = v.vectorize_reference(&tokens);
+            assert_eq!(fast.indices, reference.indices, "{text}");
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast.values), bits(&reference.values), "{text}");
+        }
+        // Twice: the second pass reads every token from the cache.
+        let tokens = toks(FIXTURES[0]);
+        assert_eq!(v.vectorize(&tokens), v.vectorize_reference(&tokens));
+    }
+
+    fn plan() -> TermPlan {
+        let settings = PlanSettings::new(true, true, 1, 2, 12).expect("supported settings");
+        TermPlan::new(
+            settings,
+            [
+                ("w:噪音", 0),
+                ("b:噪音 扰民", 1),
+                ("c:噪", 2),
+                ("c:音扰", 3),
+            ],
+        )
+    }
+
+    #[test]
+    fn hits_follow_the_reference_walk_order() {
+        let hits = plan().with_hits(&toks("噪音|扰民|噪音"), false, |h| h.to_vec());
+        // Words, word pairs, characters, character pairs (the last across a boundary).
+        assert_eq!(hits, Some(vec![0, 0, 1, 2, 2, 3]));
+    }
+
+    #[test]
+    fn ascii_tokens_are_skipped_when_asked_and_pairs_join_across_them() {
+        let hits = plan().with_hits(&toks("噪音|A3|扰民"), true, |h| h.to_vec());
+        assert_eq!(hits, Some(vec![0, 1, 2, 3]));
+        let hits = plan().with_hits(&toks("噪音|A3|扰民"), false, |h| h.to_vec());
+        assert_eq!(hits, Some(vec![0, 2]));
+    }
+
+    #[test]
+    fn documents_the_plan_cannot_mirror_take_the_reference_path() {
+        let plan = plan();
+        // max_chars is 12: the reference would cut the 13th character off; 12 are all read.
+        assert_eq!(
+            plan.with_hits(&toks("噪音扰民|噪音扰民|噪音扰民|噪"), false, |_| ()),
+            None
+        );
+        assert_eq!(
+            plan.with_hits(&toks("噪音扰民|噪音扰民|噪音扰民"), false, |_| ()),
+            Some(())
+        );
+        assert_eq!(
+            plan.with_hits(&toks("噪音扰民|噪音扰民"), false, |_| ()),
+            Some(())
+        );
+        let huge = "噪".repeat(MAX_CACHED_TOKEN_BYTES);
+        assert_eq!(plan.with_hits(&[huge], false, |_| ()), None);
+        // Unsupported n-gram lengths get no plan at all.
+        assert_eq!(PlanSettings::new(true, true, 1, 3, 100), None);
+    }
+
+    fn cached_tokens(plan: &TermPlan) -> usize {
+        CACHES.with_borrow(|caches| {
+            caches
+                .iter()
+                .find(|c| c.plan == plan.id)
+                .map_or(0, |c| c.entries.len())
+        })
+    }
+
+    #[test]
+    fn a_full_cache_declines_one_document_then_starts_afresh() {
+        let settings = PlanSettings::new(true, true, 1, 2, 100_000).expect("supported");
+        let plan = TermPlan::new(settings, [("w:噪音", 0)]);
+        let mut next = 0u32;
+        let mut declined = 0;
+        for _ in 0..(MAX_CACHED_TOKENS / 1000 + 2) {
+            let doc: Vec<String> = (0..1000)
+                .map(|_| {
+                    next += 1;
+                    format!("t{next}")
+                })
+                .collect();
+            if plan.with_hits(&doc, false, |_| ()).is_none() {
+                declined += 1;
+                assert!(cached_tokens(&plan) >= MAX_CACHED_TOKENS);
+            }
+            assert!(cached_tokens(&plan) <= MAX_CACHED_TOKENS);
+        }
+        assert_eq!(declined, 1);
+        assert!(cached_tokens(&plan) < MAX_CACHED_TOKENS);
+    }
+
+    /// The category model's probabilities through the plan are the reference's, bit for bit,
+    /// on real messages and on fixtures.
+    #[test]
+    fn category_model_fast_path_equals_the_reference() {
+        let models = crate::config::ModelsConfig::default();
+        let segmenter = crate::assets::load_segmenter(&models).expect("embedded segmenter");
+        let model = crate::assets::load_category_model(&models).expect("embedded model");
+        let mut texts: Vec<String> = [
+            "小区门口的路灯坏了三天，晚上很黑，请尽快维修",
+            "A3区西湖路占道经营严重，http://t.cn/A6vd7HC4 求管管",
+            "幼儿园 收费 太 高了",
+            "",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        texts.extend(shared_texts(2000));
+        let mut fast_taken = 0;
+        for text in &texts {
+            let tokens = segmenter.segment(text, 0).tokens;
+            let fast = model.margins(&tokens);
+            let reference = model.margins_reference(&tokens);
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast), bits(&reference), "{text}");
+            if model.plan_applies(&tokens) {
+                fast_taken += 1;
+            }
+        }
+        // Only documents longer than `max_chars` or with a giant token may decline.
+        assert!(
+            fast_taken * 10 >= texts.len() * 9,
+            "fast path taken {fast_taken}/{}",
+            texts.len()
+        );
+    }
+
+    /// The sentiment and relevance models do take the plan on ordinary posts (their own tests
+    /// compare the results with the reference heads).
+    #[test]
+    fn social_models_take_the_plan() {
+        let models = crate::config::ModelsConfig::default();
+        let segmenter = crate::assets::load_segmenter(&models).expect("embedded segmenter");
+        let sentiment = crate::assets::load_sentiment_model(&models).expect("sentiment");
+        let relevance = crate::assets::load_relevance_model(&models).expect("relevance");
+        let tokens = segmenter.segment("今天 路灯 又坏了，真让人生气", 0).tokens;
+        assert!(sentiment.plan_applies(&tokens));
+        assert!(relevance.plan_applies(&tokens));
+    }
 }

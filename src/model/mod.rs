@@ -6,7 +6,9 @@
 //! low-confidence events to triage. The model is a multinomial logistic regression fitted by
 //! linfa-logistic over TF-IDF features ([`features`], [`train`]) whose logits are turned into
 //! probabilities by a softmax with a temperature fitted on out-of-fold predictions, so that the confidence is calibrated; it is
-//! stored as JSON (format documented in `models/README.md`). Inference is a sparse dot product.
+//! stored as JSON (format documented in `models/README.md`). Inference is a sparse dot product
+//! over features that come, for most documents, from the per-thread token cache of
+//! [`inference::TermPlan`] rather than from hashing every term.
 
 pub mod data;
 pub mod eval;
@@ -284,6 +286,18 @@ impl CategoryModel {
     pub(crate) fn margins(&self, tokens: &[String]) -> Vec<f32> {
         let x = self.vectorizer.vectorize(tokens);
         self.linear(&x)
+    }
+
+    /// [`Self::margins`] through the reference vectorizer alone, for the equality tests.
+    #[cfg(test)]
+    pub(crate) fn margins_reference(&self, tokens: &[String]) -> Vec<f32> {
+        self.linear(&self.vectorizer.vectorize_reference(tokens))
+    }
+
+    /// Whether the vectorizer takes its token plan for this document.
+    #[cfg(test)]
+    pub(crate) fn plan_applies(&self, tokens: &[String]) -> bool {
+        self.vectorizer.plan_applies(tokens)
     }
 
     /// Margins → probabilities, in place.

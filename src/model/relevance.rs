@@ -105,7 +105,7 @@ impl RelevanceModel {
             ));
         }
         let head = Head::from_file(file.relevance.clone(), "relevance")?;
-        let fused = FusedHeads::new(&[(&file.relevance, "relevance")])?;
+        let fused = FusedHeads::new(&file.features, &[(&file.relevance, "relevance")])?;
         if head.classes != CLASSES {
             return Err(format!(
                 "relevance.classes is {:?}, expected {CLASSES:?}",
@@ -123,6 +123,12 @@ impl RelevanceModel {
     /// Probability in [0, 1] that the post is a work order, from its content tokens
     /// (emoticons stripped before segmenting, as for the sentiment model).
     pub fn relevance(&self, tokens: &[String]) -> f32 {
+        if let Some(heads) = self
+            .fused
+            .probabilities_of_tokens(&self.features, tokens, true)
+        {
+            return heads[0][1];
+        }
         let mut keys = Vec::new();
         // Copying the tokens only when some must go: most Chinese posts have no ASCII token.
         if tokens.iter().any(|t| t.is_ascii()) {
@@ -135,11 +141,17 @@ impl RelevanceModel {
 
     /// The same score through the reference `Head::probabilities`, for the equality tests.
     #[cfg(test)]
-    fn relevance_reference(&self, tokens: &[String]) -> f32 {
+    pub(crate) fn relevance_reference(&self, tokens: &[String]) -> f32 {
         let tokens = without_codes(tokens);
         let mut keys = Vec::new();
         linear::term_keys(&self.features, &tokens, &mut keys);
         self.head.probabilities(&self.features, &keys)[1]
+    }
+
+    /// Whether [`Self::relevance`] takes the token plan for this document.
+    #[cfg(test)]
+    pub(crate) fn plan_applies(&self, tokens: &[String]) -> bool {
+        self.fused.plan_applies(tokens, true)
     }
 
     /// Cross-validation figures recorded at training time.

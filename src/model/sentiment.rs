@@ -229,7 +229,10 @@ impl SentimentModel {
                 polarity.classes
             ));
         }
-        let fused = FusedHeads::new(&[(&file.emotion, "emotion"), (&file.polarity, "polarity")])?;
+        let fused = FusedHeads::new(
+            &file.features,
+            &[(&file.emotion, "emotion"), (&file.polarity, "polarity")],
+        )?;
         Ok(SentimentModel {
             features: file.features,
             tokens: file.tokens,
@@ -262,9 +265,25 @@ impl SentimentModel {
     /// Emotion and sentiment of a text from its tokens (emoticons stripped before segmenting;
     /// the stream named by [`Self::tokens`]).
     pub fn predict(&self, tokens: &[String]) -> SentimentPrediction {
-        let mut keys = Vec::new();
-        linear::term_keys(&self.features, tokens, &mut keys);
-        let heads = self.fused.probabilities(&self.features, &keys);
+        let heads = self
+            .fused
+            .probabilities_of_tokens(&self.features, tokens, false)
+            .unwrap_or_else(|| {
+                let mut keys = Vec::new();
+                linear::term_keys(&self.features, tokens, &mut keys);
+                self.fused.probabilities(&self.features, &keys)
+            });
+        self.prediction(&heads)
+    }
+
+    /// Whether [`Self::predict`] takes the token plan for this document.
+    #[cfg(test)]
+    pub(crate) fn plan_applies(&self, tokens: &[String]) -> bool {
+        self.fused.plan_applies(tokens, false)
+    }
+
+    /// The prediction from the probabilities of the emotion and the polarity head.
+    fn prediction(&self, heads: &[Vec<f32>]) -> SentimentPrediction {
         let (emotions, polarity) = (&heads[0], &heads[1]);
         let (best, emotion_confidence) = linear::argmax(emotions);
         let emotion = Emotion::ALL

@@ -6,11 +6,18 @@
 //! and filters with [`Segmenter::is_content`] — which the trainer can also apply to the
 //! already-segmented training rows, so that training and serving see one vocabulary. Keywords
 //! are ranked from the tokens already cut; the text is never segmented twice.
+//!
+//! Everything after jieba's `cut` is one pass over its tokens: each token's character class is
+//! decided once (it says both whether the token is a word and whether it may be a keyword),
+//! short stop words are looked up as packed integers rather than hashed strings, and only the
+//! best `max_keywords` candidates are sorted. The two token lists must stay owned strings (the
+//! classifiers read them), so their allocations are the floor of this stage's own cost.
 
 use jieba_rs::Jieba;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::LazyLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
@@ -61,22 +68,118 @@ enum CharClass {
 
 /// Letter, digit (of any script) or neither. Han ideographs and ASCII are decided by range
 /// first: the Unicode tables behind `char::is_alphanumeric` cost more than the cut itself on
-/// text that is nearly all Han.
+/// text that is nearly all Han. The rest of the Basic Multilingual Plane — above all the
+/// full-width punctuation (，。：“”) that makes up a large share of jieba's tokens — is read
+/// from [`BMP_CLASSES`], built once from those same tables.
 fn class(c: char) -> CharClass {
     match c {
         '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' => CharClass::Letter,
         'a'..='z' | 'A'..='Z' => CharClass::Letter,
         '0'..='9' => CharClass::Digit,
         c if c.is_ascii() => CharClass::Other,
-        c if c.is_numeric() => CharClass::Digit,
-        c if c.is_alphabetic() => CharClass::Letter,
-        _ => CharClass::Other,
+        c => match BMP_CLASSES.get(c as usize) {
+            Some(&class) => class,
+            None => slow_class(c),
+        },
+    }
+}
+
+/// The class from the Unicode tables: the definition [`class`] must agree with.
+fn slow_class(c: char) -> CharClass {
+    if c.is_numeric() {
+        CharClass::Digit
+    } else if c.is_alphabetic() {
+        CharClass::Letter
+    } else {
+        CharClass::Other
+    }
+}
+
+/// [`slow_class`] of every code point below U+10000 (surrogates, which are no `char`, as
+/// `Other`): 64 KiB, built on first use.
+static BMP_CLASSES: LazyLock<Box<[CharClass]>> = LazyLock::new(|| {
+    (0..=0xFFFFu32)
+        .map(|u| char::from_u32(u).map_or(CharClass::Other, slow_class))
+        .collect()
+});
+
+/// What one token is, from a single scan of its characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    /// Whitespace, punctuation or symbols alone, a lone Latin letter, or a number while
+    /// digits are not kept: dropped everywhere.
+    NotWord,
+    /// A word (see [`Segmenter::is_word`]); `keyword` when it has two or more characters and
+    /// a letter among them, the only tokens ever ranked as keywords.
+    Word { keyword: bool },
+}
+
+/// The stop-word list. Words of at most [`PACKED_MAX`] bytes — nearly all of them, one or two
+/// Han characters — are kept as packed integers, so testing a token costs a copy and one
+/// integer hash instead of hashing and comparing a string. Longer words are looked up as
+/// strings, and only when some stop word has the token's length.
+struct StopWords {
+    packed: FxHashSet<u64>,
+    long: FxHashSet<Box<str>>,
+    /// Bit `n` (n < 64) set when some long stop word is `n` bytes long; bit 63 stands for
+    /// every length from 63 up.
+    long_lengths: u64,
+}
+
+/// Longest stop word held packed: seven bytes and the length in the eighth.
+const PACKED_MAX: usize = 7;
+
+fn pack(word: &str) -> Option<u64> {
+    let bytes = word.as_bytes();
+    if bytes.len() > PACKED_MAX {
+        return None;
+    }
+    let mut buf = [0u8; 8];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    buf[7] = bytes.len() as u8;
+    Some(u64::from_le_bytes(buf))
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+impl StopWords {
+    fn new(words: impl IntoIterator<Item = String>) -> Self {
+        let mut stop = StopWords {
+            packed: FxHashSet::default(),
+            long: FxHashSet::default(),
+            long_lengths: 0,
+        };
+        for word in words {
+            match pack(&word) {
+                Some(key) => {
+                    stop.packed.insert(key);
+                }
+                None => {
+                    stop.long_lengths |= length_bit(word.len());
+                    stop.long.insert(word.into_boxed_str());
+                }
+            }
+        }
+        stop
+    }
+
+    fn contains(&self, word: &str) -> bool {
+        match pack(word) {
+            Some(key) => self.packed.contains(&key),
+            None => self.long_lengths & length_bit(word.len()) != 0 && self.long.contains(word),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.packed.len() + self.long.len()
     }
 }
 
 pub struct Segmenter {
     jieba: Jieba,
-    stopwords: FxHashSet<Box<str>>,
+    stopwords: StopWords,
     /// Optional `word → idf` table; without it keywords fall back to a length weight.
     idf: Option<Idf>,
     /// The training rows do keep numbers such as `2019` and `300`; they are dropped here by
@@ -179,10 +282,11 @@ impl Segmenter {
             }
             jieba.add_word(word, freq, tag);
         }
-        let stopwords = content_lines(stopwords, stopwords_label)?
-            .into_iter()
-            .map(|(_, w)| w.into_boxed_str())
-            .collect();
+        let stopwords = StopWords::new(
+            content_lines(stopwords, stopwords_label)?
+                .into_iter()
+                .map(|(_, w)| w),
+        );
         Ok(Segmenter {
             jieba,
             stopwords,
@@ -239,98 +343,136 @@ impl Segmenter {
 
     /// Whether a token is a word at all: [`Segmenter::is_content`] without the stop-word test.
     pub fn is_word(&self, token: &str) -> bool {
+        matches!(self.kind(token), TokenKind::Word { .. })
+    }
+
+    /// Word or not, and keyword candidate or not, in one scan of the characters.
+    fn kind(&self, token: &str) -> TokenKind {
         let mut chars = token.chars();
         let Some(first) = chars.next() else {
-            return false;
+            return TokenKind::NotWord;
         };
         if chars.next().is_none() {
-            // One character: the most common case, decided without scanning twice.
+            // One character: the most common case, decided without scanning twice. Never a
+            // keyword: alone it names nothing an operator could act on.
             let keep = match class(first) {
                 CharClass::Letter => !first.is_ascii_alphabetic(),
                 CharClass::Digit => self.keep_digits,
                 CharClass::Other => false,
             };
-            return keep;
+            return if keep {
+                TokenKind::Word { keyword: false }
+            } else {
+                TokenKind::NotWord
+            };
         }
-        let mut any_letter = false;
         let mut any_digit = false;
         for c in token.chars() {
             match class(c) {
-                CharClass::Letter => {
-                    any_letter = true;
-                    break;
-                }
+                CharClass::Letter => return TokenKind::Word { keyword: true },
                 CharClass::Digit => any_digit = true,
                 CharClass::Other => {}
             }
         }
-        any_letter || (any_digit && self.keep_digits)
+        if any_digit && self.keep_digits {
+            // A number kept as a word is still no keyword.
+            TokenKind::Word { keyword: false }
+        } else {
+            TokenKind::NotWord
+        }
     }
 
     /// Cuts `text` once (HMM on), keeps the content tokens and ranks at most `max_keywords`
     /// of them.
     pub fn segment(&self, text: &str, max_keywords: usize) -> Segmented {
         let cut = self.jieba.cut(text, true);
-        let mut kept: Vec<&str> = Vec::with_capacity(cut.len());
         let mut words: Vec<String> = Vec::with_capacity(cut.len());
-        for word in cut.iter().map(|t| t.word).filter(|w| self.is_word(w)) {
+        let mut tokens: Vec<String> = Vec::with_capacity(cut.len());
+        let mut ranking = Ranking::new(if max_keywords == 0 { 0 } else { cut.len() });
+        for word in cut.iter().map(|t| t.word) {
+            let TokenKind::Word { keyword } = self.kind(word) else {
+                continue;
+            };
             if !self.stopwords.contains(word) {
-                kept.push(word);
+                if keyword && max_keywords > 0 {
+                    ranking.count(word, tokens.len());
+                }
+                tokens.push(word.to_string());
             }
             words.push(word.to_string());
         }
-        let keywords = self.keywords(&kept, max_keywords);
+        let keywords = ranking.best(max_keywords, |w| self.weight(w));
         Segmented {
-            tokens: kept.iter().map(|w| (*w).to_string()).collect(),
+            tokens,
             words,
             keywords,
         }
     }
 
-    /// Best tokens first by term frequency × weight; ties go to the earlier first occurrence,
-    /// so the order depends on the text only. Single characters and numbers are never
-    /// keywords: alone they name nothing an operator could act on.
-    fn keywords(&self, tokens: &[&str], max: usize) -> Vec<String> {
-        if max == 0 || tokens.is_empty() {
+    /// A keyword candidate's weight: its IDF, or without a table a length weight.
+    fn weight(&self, word: &str) -> f64 {
+        match &self.idf {
+            Some(idf) => idf.table.get(word).copied().unwrap_or(idf.median),
+            None => match word.chars().count() {
+                0 | 1 => 0.0,
+                2 => 1.0,
+                3 => 1.3,
+                _ => 1.5,
+            },
+        }
+    }
+}
+
+/// Keyword candidates of one text: how often each occurs and where first.
+struct Ranking<'t> {
+    index: FxHashMap<&'t str, usize>,
+    /// (word, count, position of the first occurrence among the content tokens).
+    stats: Vec<(&'t str, u32, usize)>,
+}
+
+impl<'t> Ranking<'t> {
+    /// Room for `tokens` candidates; nothing is allocated when no keyword is wanted.
+    fn new(tokens: usize) -> Self {
+        Ranking {
+            index: FxHashMap::with_capacity_and_hasher(tokens, Default::default()),
+            stats: Vec::with_capacity(tokens),
+        }
+    }
+
+    fn count(&mut self, word: &'t str, position: usize) {
+        match self.index.entry(word) {
+            std::collections::hash_map::Entry::Occupied(seen) => {
+                self.stats[*seen.get()].1 += 1;
+            }
+            std::collections::hash_map::Entry::Vacant(new) => {
+                new.insert(self.stats.len());
+                self.stats.push((word, 1, position));
+            }
+        }
+    }
+
+    /// Best candidates first by term frequency × weight; ties go to the earlier first
+    /// occurrence, so the order depends on the text only. That order is total (positions
+    /// differ), so selecting the best `max` and sorting only those gives exactly the head of
+    /// a full sort.
+    fn best(self, max: usize, weight: impl Fn(&str) -> f64) -> Vec<String> {
+        if max == 0 || self.stats.is_empty() {
             return Vec::new();
         }
-        // (token, count, first position) for each distinct keyword candidate.
-        let mut index: FxHashMap<&str, usize> =
-            FxHashMap::with_capacity_and_hasher(tokens.len(), Default::default());
-        let mut stats: Vec<(&str, u32, usize)> = Vec::new();
-        for (pos, &t) in tokens.iter().enumerate() {
-            if t.chars().nth(1).is_none() || !t.chars().any(|c| class(c) == CharClass::Letter) {
-                continue;
-            }
-            match index.get(t) {
-                Some(&k) => stats[k].1 += 1,
-                None => {
-                    index.insert(t, stats.len());
-                    stats.push((t, 1, pos));
-                }
-            }
-        }
-        let weight = |w: &str| -> f64 {
-            match &self.idf {
-                Some(idf) => idf.table.get(w).copied().unwrap_or(idf.median),
-                None => match w.chars().count() {
-                    0 | 1 => 0.0,
-                    2 => 1.0,
-                    3 => 1.3,
-                    _ => 1.5,
-                },
-            }
-        };
-        let mut scored: Vec<(f64, usize, &str)> = stats
+        let mut scored: Vec<(f64, usize, &str)> = self
+            .stats
             .into_iter()
             .map(|(w, n, pos)| (f64::from(n) * weight(w), pos, w))
             .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        scored
-            .into_iter()
-            .take(max)
-            .map(|(_, _, w)| w.to_string())
-            .collect()
+        let order = |a: &(f64, usize, &str), b: &(f64, usize, &str)| {
+            b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+        };
+        if scored.len() > max {
+            scored.select_nth_unstable_by(max - 1, order);
+            scored.truncate(max);
+        }
+        scored.sort_unstable_by(order);
+        scored.into_iter().map(|(_, _, w)| w.to_string()).collect()
     }
 }
 
@@ -364,6 +506,76 @@ mod tests {
         let e = Segmenter::from_readers("词 abc\n".as_bytes(), "u.txt", "".as_bytes(), "s")
             .expect_err("frequency is not a number");
         assert!(e.to_string().starts_with("u.txt:1:"), "{e}");
+    }
+
+    #[test]
+    fn class_table_agrees_with_the_unicode_tables_for_every_char() {
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            let expected = match c {
+                'a'..='z' | 'A'..='Z' => CharClass::Letter,
+                '0'..='9' => CharClass::Digit,
+                c if c.is_ascii() => CharClass::Other,
+                c => slow_class(c),
+            };
+            assert_eq!(class(c), expected, "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn stop_words_of_every_length_are_found_and_only_they() {
+        let words = [
+            "的",
+            "了吗",
+            "ab",
+            "一二三",
+            "abcdefg",
+            "abcdefgh",
+            "无论如何都要",
+        ];
+        let stop = StopWords::new(words.iter().map(|w| w.to_string()));
+        assert_eq!(stop.len(), words.len());
+        for w in words {
+            assert!(stop.contains(w), "{w}");
+        }
+        // Prefixes, extensions and same-length neighbours of the packed and the long ones.
+        for w in [
+            "",
+            "a",
+            "的的",
+            "了",
+            "abc",
+            "一二",
+            "一二四",
+            "abcdef",
+            "abcdefgx",
+            "无论如何",
+        ] {
+            assert!(!stop.contains(w), "{w}");
+        }
+    }
+
+    #[test]
+    fn segment_keeps_words_drops_stop_words_and_ranks_keywords() {
+        let s = seg();
+        let out = s.segment("请问雨花区的占道经营，占道经营 A 2019年了", 2);
+        assert_eq!(
+            out.words,
+            ["请问", "雨花区", "的", "占道经营", "占道经营", "年", "了"]
+        );
+        assert_eq!(out.tokens, ["雨花区", "占道经营", "占道经营", "年"]);
+        // Twice × 1.5 beats once × 1.3; the single character 年 is never a keyword.
+        assert_eq!(out.keywords, ["占道经营", "雨花区"]);
+        assert!(s.segment("雨花区", 0).keywords.is_empty());
+        assert_eq!(s.segment("", 5), Segmented::default());
+    }
+
+    #[test]
+    fn keyword_ties_go_to_the_first_occurrence_past_the_selection() {
+        let s = seg();
+        // Ten two-character candidates of equal weight: the first three, in text order.
+        let text = "道路 积水 噪音 垃圾 停车 占用 绿化 路灯 井盖 电梯";
+        let out = s.segment(text, 3);
+        assert_eq!(out.keywords, ["道路", "积水", "噪音"]);
     }
 
     #[test]
