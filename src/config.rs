@@ -151,10 +151,10 @@ pub struct StageConfig {
     /// Run early-warning detection (the `citypulse.events` → `citypulse.alerts` task).
     #[serde(default = "default_true")]
     pub detection: bool,
-    /// Route events after detection (stage 2), so routed events carry their `incident_id`;
-    /// off: stage 1 routes directly and also writes the internal topic for detection. Off by
-    /// default until the two-stage flow holds up under the broker-fault tests (README).
-    #[serde(default)]
+    /// Route events after detection (stage 2, the default), so routed events carry their
+    /// `incident_id`; off: stage 1 routes directly — one Kafka hop less between input and
+    /// department — and also writes the internal topic, and routed events have no incident.
+    #[serde(default = "default_true")]
     pub route_after_detection: bool,
     /// On a new assignment, detection re-reads this much of the internal topic's past to rebuild
     /// its windows and open incidents.

@@ -35,6 +35,7 @@ use crate::alert_feed::AlertFeed;
 use crate::config::PipelineConfig;
 use crate::detect::{Alert, DetectInput, Detector, Watermarks};
 use crate::event::Event;
+use crate::health::Health;
 use crate::kafka::offsets::{OffsetTracker, PartitionKey};
 use crate::kafka::{commit_offsets, consumer_config, create_producer, lock};
 use crate::metrics::Metrics;
@@ -120,6 +121,8 @@ struct Assignment {
 
 struct DetectionContext {
     assignment: Arc<Assignment>,
+    /// Told whether this instance holds detection partitions (readiness, when stage 2 routes).
+    health: Arc<Health>,
     rebuild: Duration,
     tracker: Arc<Mutex<OffsetTracker>>,
     metrics: Metrics,
@@ -135,6 +138,7 @@ impl ConsumerContext for DetectionContext {
         partitions: &mut TopicPartitionList,
     ) {
         if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            self.health.set_detection_assigned(false);
             self.release(consumer, partitions);
             if let Err(error) = consumer.unassign() {
                 tracing::warn!(%error, "detection: unassign failed");
@@ -185,6 +189,7 @@ impl ConsumerContext for DetectionContext {
         if let Err(error) = consumer.assign(&assignment) {
             tracing::error!(%error, "detection: assign failed");
         } else {
+            self.health.set_detection_assigned(assignment.count() > 0);
             tracing::info!(
                 partitions = assignment.count(),
                 "detection partitions assigned; rebuilding state"
@@ -266,10 +271,30 @@ pub async fn run(
     metrics: Metrics,
     stop: CancellationToken,
 ) -> Result<(), PipelineError> {
+    run_with_health(config, feed, metrics, Arc::new(Health::new()), stop).await
+}
+
+/// [`run`], reporting to `health` whether this instance holds detection partitions — what
+/// readiness needs when stage 2 routes (`pipeline.route_after_detection`).
+pub async fn run_with_health(
+    config: &PipelineConfig,
+    feed: AlertFeed,
+    metrics: Metrics,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> Result<(), PipelineError> {
+    if config.pipeline.detection && config.pipeline.route_after_detection {
+        health.require_detection_partitions();
+    }
     let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
     let assignment = Arc::new(Assignment::default());
     let mut client = consumer_config(&config.kafka);
     client.set("group.id", format!("{}-detect", config.kafka.group_id));
+    if let Some(instance) = &config.kafka.instance_id {
+        // Its own static name in its own group, so that no broker can mistake the two
+        // consumers of one instance for one member.
+        client.set("group.instance.id", format!("{instance}-detect"));
+    }
     // Small fetches per partition, so that when detection catches up on a backlog (a restart,
     // a rebalance) the partitions are read interleaved: the watermark, the minimum over the
     // partitions, then moves forward evenly and quiet alerts resolve on time.
@@ -281,6 +306,7 @@ pub async fn run(
         client
             .create_with_context(DetectionContext {
                 assignment: assignment.clone(),
+                health,
                 rebuild: Duration::from_secs(config.detect_rebuild_secs()),
                 tracker: tracker.clone(),
                 metrics: metrics.clone(),

@@ -14,6 +14,10 @@ pub struct Health {
     models_loaded: AtomicBool,
     partitions_assigned: AtomicBool,
     shutting_down: AtomicBool,
+    /// Set when events are routed by stage 2 (`pipeline.route_after_detection`): then an
+    /// instance routes nothing until its detection consumer holds partitions too.
+    detection_required: AtomicBool,
+    detection_assigned: AtomicBool,
     /// Negative so the default (nothing heard yet) does not block readiness on its own: until
     /// a client reports otherwise, the partition assignment is what proves the broker is there.
     brokers_unreachable: AtomicBool,
@@ -28,6 +32,13 @@ impl Health {
     }
     pub fn set_partitions_assigned(&self, value: bool) {
         self.partitions_assigned.store(value, Ordering::Relaxed);
+    }
+    /// Routing waits on stage 2, so readiness needs its partitions as well.
+    pub fn require_detection_partitions(&self) {
+        self.detection_required.store(true, Ordering::Relaxed);
+    }
+    pub fn set_detection_assigned(&self, value: bool) {
+        self.detection_assigned.store(value, Ordering::Relaxed);
     }
     pub fn set_shutting_down(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
@@ -46,6 +57,11 @@ impl Health {
         if !self.partitions_assigned.load(Ordering::Relaxed) {
             reasons.push("no input partitions assigned");
         }
+        if self.detection_required.load(Ordering::Relaxed)
+            && !self.detection_assigned.load(Ordering::Relaxed)
+        {
+            reasons.push("no detection partitions assigned (routing waits on them)");
+        }
         if self.brokers_unreachable.load(Ordering::Relaxed) {
             reasons.push("no Kafka broker reachable");
         }
@@ -59,6 +75,25 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routing_after_detection_is_ready_only_with_detection_partitions() {
+        let health = Health::new();
+        health.set_models_loaded(true);
+        health.set_partitions_assigned(true);
+        assert_eq!(health.not_ready_reasons(), None, "not required: ready");
+        health.require_detection_partitions();
+        assert_eq!(
+            health.not_ready_reasons(),
+            Some(vec![
+                "no detection partitions assigned (routing waits on them)"
+            ])
+        );
+        health.set_detection_assigned(true);
+        assert_eq!(health.not_ready_reasons(), None);
+        health.set_detection_assigned(false);
+        assert!(health.not_ready_reasons().is_some());
+    }
 
     #[test]
     fn unreachable_brokers_make_a_loaded_assigned_instance_not_ready_until_they_return() {

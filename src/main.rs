@@ -61,7 +61,8 @@ enum Command {
         /// Override http.listen, e.g. `0.0.0.0:9464`.
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Override kafka.instance_id (static group membership), e.g. the pod name.
+        /// Override kafka.instance_id (static group membership), e.g. the pod name;
+        /// `@hostname` takes the host's name (a container's, stable across its restarts).
         #[arg(long, env = "CITYPULSE_INSTANCE_ID")]
         instance_id: Option<String>,
     },
@@ -329,6 +330,15 @@ async fn run(
         config.kafka.brokers = brokers;
     }
     if let Some(instance_id) = instance_id.filter(|id| !id.is_empty()) {
+        let instance_id = if instance_id == "@hostname" {
+            let path = "/proc/sys/kernel/hostname";
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--instance-id @hostname: reading {path}"))?
+                .trim()
+                .to_string()
+        } else {
+            instance_id
+        };
         config.kafka.instance_id = Some(instance_id);
         let issues = config.validate();
         if !issues.is_empty() {
@@ -381,13 +391,16 @@ async fn run(
     health.set_models_loaded(true);
     tracing::info!(pipeline = %pipeline_path.display(), brokers = %config.kafka.brokers, %listen, "citypulse running");
     let detection = config.pipeline.detection.then(|| {
-        let (config, alerts, metrics, stop) = (
+        let (config, alerts, metrics, health, stop) = (
             config.clone(),
             alerts.clone(),
             stages.metrics.clone(),
+            health.clone(),
             shutdown.clone(),
         );
-        tokio::spawn(async move { detection::run(&config, alerts, metrics, stop).await })
+        tokio::spawn(async move {
+            detection::run_with_health(&config, alerts, metrics, health, stop).await
+        })
     });
     let result = pipeline::run(&config, stages, health, shutdown.clone()).await;
     shutdown.cancel();

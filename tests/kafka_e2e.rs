@@ -161,10 +161,12 @@ fn good_and_bad_inputs(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_mix_comes_out_exactly_once_with_reasons_for_the_bad() {
-    let (cluster, mut config) = cluster_with_topics(2);
+    let (cluster, config) = cluster_with_topics(2);
     assert!(config.pipeline.detection, "detection runs by default");
-    // Routing after detection, so the routed events carry their incident id.
-    config.pipeline.route_after_detection = true;
+    assert!(
+        config.pipeline.route_after_detection,
+        "routing after detection, so routed events carry their incident id, is the default"
+    );
     let (mut inputs, mut good_ids, bad_count) = good_and_bad_inputs(&config);
     let (reports, report_ids) = water_main_reports(&config);
     inputs.extend(reports);
@@ -304,8 +306,9 @@ async fn known_mix_comes_out_exactly_once_with_reasons_for_the_bad() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_and_restarting_in_the_same_group_loses_nothing() {
     let (cluster, mut config) = cluster_with_topics(3);
-    // The two-stage flow, whose both commits a restart must honour.
-    config.pipeline.route_after_detection = true;
+    // The one-hop flow (stage 1 routes); the default two-stage flow, whose both commits a
+    // restart must honour, is restarted by tests/fault_shutdown.rs and fault_crash.rs.
+    config.pipeline.route_after_detection = false;
     let topic = config.kafka.input_topics["12345"].clone();
     let first: Vec<(String, Vec<u8>)> = (0..300)
         .map(|i| {

@@ -143,13 +143,16 @@ pub async fn run_demo(options: DemoOptions, shutdown: CancellationToken) -> anyh
     };
     let detection_stop = shutdown.child_token();
     let detection_task = {
-        let (config, alerts, metrics, stop) = (
+        let (config, alerts, metrics, health, stop) = (
             config.clone(),
             alerts.clone(),
             metrics.clone(),
+            health.clone(),
             detection_stop.clone(),
         );
-        tokio::spawn(async move { detection::run(&config, alerts, metrics, stop).await })
+        tokio::spawn(async move {
+            detection::run_with_health(&config, alerts, metrics, health, stop).await
+        })
     };
     let traffic_stop = shutdown.child_token();
     // Traffic starts once both consumer groups have their partitions: a backlog would be read
