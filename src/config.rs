@@ -72,7 +72,8 @@ pub struct KafkaConfig {
     /// `group.instance.id`); `citypulse run --instance-id` or `CITYPULSE_INSTANCE_ID` override
     /// it. Unset: dynamic membership. Set, a restarted instance (a crash, a deploy) takes back
     /// its own partitions at once instead of waiting for the group to notice the old member's
-    /// death and rebalance. Each instance of a group needs its own name (e.g. the pod name).
+    /// death and rebalance. Each instance of a group needs its own name (e.g. the pod name);
+    /// stage 2's consumer, in its own group, is `<name>-detect`.
     #[serde(default)]
     pub instance_id: Option<String>,
     /// Extra librdkafka properties for both clients (security settings, tuning).
@@ -445,9 +446,10 @@ impl PipelineConfig {
             problem("kafka.group_id", "must not be empty".into());
         }
         if let Some(instance) = &kafka.instance_id {
-            // Kafka's own limit for group.instance.id: 249 of [a-zA-Z0-9._-].
+            // Kafka's own limit for group.instance.id is 249 of [a-zA-Z0-9._-]; detection's
+            // consumer appends "-detect" to it.
             let valid = !instance.is_empty()
-                && instance.len() <= 249
+                && instance.len() <= 242
                 && instance
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -455,8 +457,8 @@ impl PipelineConfig {
                 problem(
                     "kafka.instance_id",
                     format!(
-                        "{instance:?} is not a valid group.instance.id (1–249 characters of \
-                         a-z, A-Z, 0-9, '.', '_', '-')"
+                        "{instance:?} is not a valid instance id (1–242 characters of \
+                         a-z, A-Z, 0-9, '.', '_', '-'; detection appends \"-detect\")"
                     ),
                 );
             }
