@@ -10,16 +10,18 @@
 //! Chromium and chromedriver are required: without them the test fails and says how to
 //! install them (CI installs them in `.ci/run`).
 
+mod common;
+
 use citypulse::config::PipelineConfig;
 use citypulse::demo::runner::DEMO_PIPELINE;
+use common::process::{free_port, http, Running};
 use fantoccini::{Client, ClientBuilder, Locator};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message};
 use serde_json::{json, Value};
-use std::fs::{self, File};
-use std::net::{Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::fs::{self};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -29,77 +31,6 @@ const TOKEN: &str = "browser-test-token-0123456789";
 /// bounds the wait for it generously.
 const ALERT_WAIT: Duration = Duration::from_secs(240);
 const DISPATCHER: &str = "测试调度员";
-
-/// A child process killed and reaped when dropped, so a failing assertion leaves nothing
-/// running. Its output goes to a log file quoted in failure messages.
-struct Running {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn spawn(name: &'static str, command: &mut Command, log: PathBuf) -> Running {
-        let file = File::create(&log).unwrap_or_else(|e| panic!("cannot create {log:?}: {e}"));
-        let err = file
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot clone the handle of {log:?}: {e}"));
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Running { name, child, log }
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    fn log_tail(&self) -> String {
-        let log = self.log();
-        let start = log.len().saturating_sub(4000);
-        let start = (start..log.len())
-            .find(|i| log.is_char_boundary(*i))
-            .unwrap_or(0);
-        log[start..].to_string()
-    }
-
-    fn assert_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited early ({status}); its output ends with:\n{}",
-                self.name,
-                self.log_tail()
-            );
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
-}
-
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(15)))
-        // Loopback only: a proxy from the environment must not see these requests.
-        .proxy(None)
-        .build()
-        .into()
-}
 
 fn get(url: &str, bearer: Option<&str>) -> Result<(u16, String), String> {
     let mut request = http().get(url);

@@ -7,14 +7,16 @@
 //! The tools are Debian's `prometheus` and `docker-compose` packages, installed by `.ci/run`.
 //! Outside CI a test whose tool is missing skips with a loud message; in CI it fails.
 
+mod common;
+
+use common::process::{free_port, http, Running};
 use regex::Regex;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs::{self};
 use std::io::Write;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -86,71 +88,6 @@ fn have_tools(test: &str, tools: &[&str]) -> bool {
     );
     let _ = std::io::stderr().write_all(message.as_bytes());
     false
-}
-
-/// A child process that is killed and reaped when dropped, so no failing assertion leaves a
-/// demo or a Prometheus behind. Its output goes to a log file quoted in failure messages.
-struct Running {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn spawn(name: &'static str, command: &mut Command, log: PathBuf) -> Running {
-        let file = File::create(&log).unwrap_or_else(|e| panic!("cannot create {log:?}: {e}"));
-        let err = file
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot clone the handle of {log:?}: {e}"));
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Running { name, child, log }
-    }
-
-    /// The end of the process's output, for failure messages.
-    fn log_tail(&self) -> String {
-        let bytes = fs::read(&self.log).unwrap_or_default();
-        let start = bytes.len().saturating_sub(4000);
-        String::from_utf8_lossy(&bytes[start..]).into_owned()
-    }
-
-    fn assert_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited early ({status}); its output ends with:\n{}",
-                self.name,
-                self.log_tail()
-            );
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
-}
-
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(15)))
-        // Loopback only: a proxy from the environment must not see these requests.
-        .proxy(None)
-        .build()
-        .into()
 }
 
 /// Status and body of a GET, or the transport error as text.

@@ -2,6 +2,8 @@
 //! over the real Kafka protocol), a producer of raw records and a reader of the output topics.
 #![allow(dead_code)]
 
+pub mod process;
+
 use citypulse::assets;
 use citypulse::config::PipelineConfig;
 use citypulse::health::Health;
