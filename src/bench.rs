@@ -78,13 +78,84 @@ impl Default for BenchOptions {
 }
 
 /// Records of one channel, and the text in them that citypulse segments.
-struct Workload {
-    name: &'static str,
-    source: String,
-    channel: Channel,
+pub(crate) struct Workload {
+    pub(crate) name: &'static str,
+    pub(crate) source: String,
+    pub(crate) channel: Channel,
+    /// The distinct (title, text) pairs records are made of, cycled.
+    items: Vec<(Option<String>, String)>,
     records: Vec<Vec<u8>>,
     /// Title and text of each record as raw jieba gets them.
     texts: Vec<String>,
+}
+
+impl Workload {
+    fn new(
+        name: &'static str,
+        source: String,
+        channel: Channel,
+        items: Vec<(Option<String>, String)>,
+    ) -> Self {
+        let mut workload = Workload {
+            name,
+            source,
+            channel,
+            items,
+            records: Vec::with_capacity(MAX_RECORDS),
+            texts: Vec::with_capacity(MAX_RECORDS),
+        };
+        for i in 0..MAX_RECORDS {
+            workload.records.push(workload.record(i, time_of(i)));
+            let (title, body) = workload.item(i);
+            workload.texts.push(match title {
+                Some(title) => format!("{title}。{body}"),
+                None => body.to_string(),
+            });
+        }
+        workload
+    }
+
+    fn item(&self, i: usize) -> (Option<&str>, &str) {
+        let (title, body) = &self.items[i % self.items.len()];
+        (title.as_deref(), body)
+    }
+
+    /// Record `i` of the workload as its channel's wire format, with event time `at`: a 12345
+    /// work order for the long workload, a Weibo status for the short one.
+    pub(crate) fn record(&self, i: usize, at: DateTime<FixedOffset>) -> Vec<u8> {
+        let (title, body) = self.item(i);
+        let record = match self.channel {
+            Channel::Weibo => {
+                let id = 5_000_000_000_000_000u64 + i as u64;
+                serde_json::json!({
+                    "id": id,
+                    "idstr": id.to_string(),
+                    "created_at": at.format("%a %b %d %H:%M:%S %z %Y").to_string(),
+                    "text": body,
+                    "user": {
+                        "idstr": format!("{}", 1_000_000_000 + (i * 7919) % 100_000),
+                        "screen_name": format!("市民{}", i % 997),
+                        "location": "湖南 长沙",
+                        "followers_count": (i * 37) % 5000,
+                        "verified": false,
+                    },
+                    "reposts_count": i % 7,
+                    "comments_count": i % 11,
+                    "attitudes_count": i % 23,
+                })
+            }
+            _ => serde_json::json!({
+                "工单编号": format!("B{i:07}"),
+                "来电时间": at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                "来电号码": format!("139{:08}", (i * 7919) % 100_000_000),
+                "诉求类型": "投诉",
+                "诉求标题": title.unwrap_or("市民来电反映问题"),
+                "诉求内容": body,
+                "所属区县": DISTRICTS[i % DISTRICTS.len()].name,
+            }),
+        };
+        record.to_string().into_bytes()
+    }
 }
 
 /// Mean microseconds per message of each stage on the one-thread run.
@@ -435,7 +506,7 @@ fn time_of(i: usize) -> DateTime<FixedOffset> {
 
 /// Long citizen messages as 12345 work orders: title + body of the routing sample, or
 /// generated reports joined until they are as long.
-fn long_workload(shared: &Path, seed: u64) -> Result<Workload, BenchError> {
+pub(crate) fn long_workload(shared: &Path, seed: u64) -> Result<Workload, BenchError> {
     let path = shared.join("routing/routing_sample_raw.tsv");
     let (source, pairs) = match read(&path)? {
         Some(data) => {
@@ -476,35 +547,21 @@ fn long_workload(shared: &Path, seed: u64) -> Result<Workload, BenchError> {
     if pairs.is_empty() {
         return Err(BenchError::Empty("long"));
     }
-    let mut records = Vec::new();
-    let mut texts = Vec::new();
-    for i in 0..MAX_RECORDS {
-        let (title, body) = &pairs[i % pairs.len()];
-        let district = DISTRICTS[i % DISTRICTS.len()].name;
-        let record = serde_json::json!({
-            "工单编号": format!("B{i:07}"),
-            "来电时间": time_of(i).format("%Y-%m-%d %H:%M:%S").to_string(),
-            "来电号码": format!("139{:08}", (i * 7919) % 100_000_000),
-            "诉求类型": "投诉",
-            "诉求标题": title,
-            "诉求内容": body,
-            "所属区县": district,
-        });
-        records.push(record.to_string().into_bytes());
-        texts.push(format!("{title}。{body}"));
-    }
-    Ok(Workload {
-        name: "long citizen messages (12345)",
+    let items = pairs
+        .into_iter()
+        .map(|(title, body)| (Some(title), body))
+        .collect();
+    Ok(Workload::new(
+        "long citizen messages (12345)",
         source,
-        channel: Channel::Hotline12345,
-        records,
-        texts,
-    })
+        Channel::Hotline12345,
+        items,
+    ))
 }
 
 /// Short Weibo posts as Weibo statuses: weibo_senti posts of about 60 characters, or
 /// generated Weibo reports and chatter.
-fn short_workload(shared: &Path, seed: u64) -> Result<Workload, BenchError> {
+pub(crate) fn short_workload(shared: &Path, seed: u64) -> Result<Workload, BenchError> {
     let path = shared.join("sentiment/weibo_senti_train.tsv");
     let (source, posts) = match read(&path)? {
         Some(data) => {
@@ -531,36 +588,13 @@ fn short_workload(shared: &Path, seed: u64) -> Result<Workload, BenchError> {
     if posts.is_empty() {
         return Err(BenchError::Empty("short"));
     }
-    let mut records = Vec::new();
-    let mut texts = Vec::new();
-    for (i, post) in posts.iter().cycle().take(MAX_RECORDS).enumerate() {
-        let id = 5_000_000_000_000_000u64 + i as u64;
-        let record = serde_json::json!({
-            "id": id,
-            "idstr": id.to_string(),
-            "created_at": time_of(i).format("%a %b %d %H:%M:%S %z %Y").to_string(),
-            "text": post,
-            "user": {
-                "idstr": format!("{}", 1_000_000_000 + (i * 7919) % 100_000),
-                "screen_name": format!("市民{}", i % 997),
-                "location": "湖南 长沙",
-                "followers_count": (i * 37) % 5000,
-                "verified": false,
-            },
-            "reposts_count": i % 7,
-            "comments_count": i % 11,
-            "attitudes_count": i % 23,
-        });
-        records.push(record.to_string().into_bytes());
-        texts.push(post.clone());
-    }
-    Ok(Workload {
-        name: "short Weibo posts",
+    let items = posts.into_iter().map(|post| (None, post)).collect();
+    Ok(Workload::new(
+        "short Weibo posts",
         source,
-        channel: Channel::Weibo,
-        records,
-        texts,
-    })
+        Channel::Weibo,
+        items,
+    ))
 }
 
 /// Texts of generated records of one channel (reports and chatter; what fails to decode or

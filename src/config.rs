@@ -690,6 +690,19 @@ mod tests {
     }
 
     #[test]
+    fn client_settings_override_tuning_but_not_delivery_guarantees() {
+        let config = PipelineConfig::parse(
+            "[kafka.client]\n\"linger.ms\" = \"1\"\n\"enable.idempotence\" = \"false\"\n",
+        )
+        .unwrap();
+        let producer = crate::kafka::producer_config(&config.kafka);
+        assert_eq!(producer.get("linger.ms"), Some("1"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        let default = crate::kafka::producer_config(&PipelineConfig::parse("").unwrap().kafka);
+        assert_eq!(default.get("linger.ms"), Some("5"));
+    }
+
+    #[test]
     fn instance_id_sets_static_membership_on_the_consumers_and_is_checked() {
         let config = PipelineConfig::parse("[kafka]\ninstance_id = \"citypulse-0\"\n").unwrap();
         let consumer = crate::kafka::consumer_config(&config.kafka);

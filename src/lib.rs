@@ -27,6 +27,7 @@ pub mod alert_feed;
 pub mod assets;
 pub mod auth;
 pub mod bench;
+pub mod bench_kafka;
 pub mod channels;
 pub mod config;
 pub mod demo;

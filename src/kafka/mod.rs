@@ -180,9 +180,17 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "100000")
         .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string());
+    // Tuning, not correctness: `kafka.client` may choose otherwise (a lower `linger.ms` trades
+    // larger produce requests for latency).
+    for (key, value) in [
+        ("linger.ms", "5"),
+        ("queue.buffering.max.messages", "100000"),
+    ] {
+        if !kafka.client.contains_key(key) {
+            config.set(key, value);
+        }
+    }
     config
 }
 
