@@ -117,6 +117,14 @@ impl SparseWindow {
         self.newest.is_some().then_some(self.span.1)
     }
 
+    /// Empties the window, keeping its buffer for the next use (a term table's slot reused).
+    pub fn clear(&mut self) {
+        self.older.clear();
+        self.newest = None;
+        self.sum = 0;
+        self.span = (0, 0);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.newest.is_none()
     }

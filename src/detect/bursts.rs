@@ -9,7 +9,7 @@
 use super::baseline::poisson_surprise;
 use super::cluster::{Cluster, SAMPLE_IDS};
 use super::detector::{CategoryState, IncidentProbe, PRIOR};
-use super::sketch::Term;
+use super::sketch::{Cells, Term};
 use super::threads::{severity, Evidence, Snapshot, ThreadKey};
 use super::{Alert, AlertKind, DetectInput, Detector};
 use chrono::{DateTime, FixedOffset, TimeZone};
@@ -59,7 +59,7 @@ impl Detector {
             / (docs + 1.0);
         let thresholds = (self.config.burst_min_count, self.config.burst_min_score);
         let hot = self.hot(district, (k, lambda), thresholds, oldest, input.occurred_at)?;
-        let covered = self.incident_covers(district, |c| {
+        let covered = self.incident_covers(district, None, |c| {
             c.categories
                 .get(input.category)
                 .is_some_and(|n| n * 3 >= c.size || n * 2 >= k)
@@ -81,11 +81,12 @@ impl Detector {
         &mut self,
         district: &str,
         term: &Term,
+        cells: &Cells,
         k: u64,
         input: &DetectInput,
     ) -> Option<Alert> {
         let secs = self.config.burst_window_secs;
-        let lambda = self.term_lambda(district, term.as_str(), k, secs);
+        let lambda = self.term_lambda_at(district, cells, k, secs);
         let window_start = self.clock_bucket(district) - self.config.buckets(secs) as i64 + 1;
         let thresholds = (self.config.burst_min_count, self.config.burst_min_score);
         let hot = self.hot(
@@ -95,7 +96,7 @@ impl Detector {
             window_start,
             input.occurred_at,
         )?;
-        let covered = self.incident_covers(district, |c| {
+        let covered = self.incident_covers(district, Some(term), |c| {
             c.terms
                 .get(term)
                 .is_some_and(|p| p.count * 3 >= c.size || p.count * 2 >= k)
@@ -141,7 +142,7 @@ impl Detector {
             oldest,
             input.occurred_at,
         )?;
-        if self.incident_covers(district, |_| true) {
+        if self.incident_covers(district, None, |_| true) {
             self.merged += 1;
             return None;
         }
@@ -183,17 +184,32 @@ impl Detector {
     }
 
     /// Whether an open cluster of the district whose incident thread is live — or resolved
-    /// but still in cooldown, its reports still in the windows — satisfies `covers`.
-    fn incident_covers(&self, district: &str, covers: impl Fn(&Cluster) -> bool) -> bool {
+    /// but still in cooldown, its reports still in the windows — satisfies `covers`. With
+    /// `holding`, only clusters whose profile holds that term are looked at (`covers` must
+    /// then be false for the others).
+    fn incident_covers(
+        &self,
+        district: &str,
+        holding: Option<&Term>,
+        covers: impl Fn(&Cluster) -> bool,
+    ) -> bool {
         let Some(state) = self.districts.get(district) else {
             return false;
         };
         let now = state.last_seen;
         let mut probe = IncidentProbe::new(district);
-        state.clusters.iter().any(|c| {
+        let live_and_covers = |c: &Cluster| {
             let key = probe.key(&c.id);
-            (self.threads.is_active(key) || self.threads.in_cooldown(key, now)) && covers(c)
-        })
+            covers(c) && (self.threads.is_active(key) || self.threads.in_cooldown(key, now))
+        };
+        match holding {
+            Some(term) => state
+                .clusters
+                .may_hold(term)
+                .filter_map(|i| state.clusters.get(i))
+                .any(live_and_covers),
+            None => state.clusters.iter().any(live_and_covers),
+        }
     }
 
     /// What a burst thread says now: its figures plus the channels and samples gathered so far.

@@ -63,12 +63,9 @@ pub struct Cluster {
     pub size: u64,
     /// Reports per time bucket.
     pub members: SparseWindow,
-    /// Every event probes every open cluster of its district for each of its terms (through
-    /// `filter` first). Nothing reads the map in its iteration order.
+    /// Probed for the terms an event shares with the cluster (found through the district's
+    /// [`Clusters`] index). Nothing reads the map in its iteration order.
     pub terms: TermMap<ProfileTerm>,
-    /// Which terms the profile may hold: no false negatives, so a term it rules out is
-    /// certainly absent and costs no map probe.
-    filter: TermFilter,
     pub channels: BTreeSet<Channel>,
     /// Reports per category (bounded: at most 8 categories kept).
     pub categories: BTreeMap<String, u64>,
@@ -77,6 +74,8 @@ pub struct Cluster {
     pub emotional: u64,
     /// Creation order within the detector, to break ties deterministically.
     pub seq: u64,
+    /// The cluster's bit in its district's signatures (set by [`Clusters::push`]).
+    slot: usize,
 }
 
 impl Cluster {
@@ -88,13 +87,13 @@ impl Cluster {
             size: 0,
             members: SparseWindow::default(),
             terms: TermMap::default(),
-            filter: TermFilter::default(),
             channels: BTreeSet::new(),
             categories: BTreeMap::new(),
             sample_ids: Vec::new(),
             min_priority: u8::MAX,
             emotional: 0,
             seq,
+            slot: 0,
         }
     }
 
@@ -110,9 +109,6 @@ impl Cluster {
         let explained: f64 = terms
             .iter()
             .filter_map(|(t, w)| {
-                if !self.filter.may_hold(t) {
-                    return None;
-                }
                 let share = self.terms.get(t)?.count as f64 / size;
                 Some(w * w * (2.0 * share).min(1.0))
             })
@@ -124,6 +120,18 @@ impl Cluster {
     /// when full, a new term replaces a term seen only once (the alphabetically first), or is
     /// left out when every term was seen more than once.
     pub fn add(&mut self, member: &Member<'_>, terms: &[(Term, f64)], max_terms: usize) {
+        self.add_noting(member, terms, max_terms, |_, _| {});
+    }
+
+    /// [`Cluster::add`], telling `changed` each term that enters (`true`) or leaves (`false`)
+    /// the profile, so an index of the profiles can follow.
+    fn add_noting(
+        &mut self,
+        member: &Member<'_>,
+        terms: &[(Term, f64)],
+        max_terms: usize,
+        mut changed: impl FnMut(&Term, bool),
+    ) {
         self.size += 1;
         self.members.add(member.bucket, 1);
         self.first_seen = self.first_seen.min(member.at);
@@ -167,7 +175,7 @@ impl Cluster {
                 match victim {
                     Some(Reverse(victim)) => {
                         self.terms.remove(&victim);
-                        self.filter.removed();
+                        changed(&victim, false);
                     }
                     None => continue,
                 }
@@ -182,17 +190,21 @@ impl Cluster {
                     weight: *weight,
                 },
             );
-            self.filter.insert(term);
+            changed(term, true);
             if let Some(heap) = once.as_mut() {
                 heap.push(Reverse(term.clone()));
             }
         }
-        self.filter.rebuild_if_stale(self.terms.keys());
     }
 
     /// Takes in another cluster of the same district (two wordings of one incident that grew
     /// apart). Its terms, channels and samples join this one; the other is dropped by the caller.
     pub fn absorb(&mut self, other: Cluster, max_terms: usize) {
+        self.absorb_noting(other, max_terms, |_| {});
+    }
+
+    /// [`Cluster::absorb`], telling `entered` each term that enters this profile.
+    fn absorb_noting(&mut self, other: Cluster, max_terms: usize, mut entered: impl FnMut(&Term)) {
         self.size += other.size;
         for (bucket, count) in other.members.iter() {
             self.members.add(bucket, count);
@@ -223,7 +235,7 @@ impl Cluster {
                     mine.window.add(bucket, count);
                 }
             } else if self.terms.len() < max_terms {
-                self.filter.insert(&term);
+                entered(&term);
                 self.terms.insert(term, profile);
             }
         }
@@ -241,8 +253,9 @@ impl Cluster {
         let mut core: Vec<(&str, u64)> = self
             .terms
             .iter()
-            .map(|(t, p)| (t.as_str(), p.window.total(now, len)))
+            .map(|(t, p)| (t, p.window.total(now, len)))
             .filter(|(_, k)| *k > 0 && *k as f64 >= share * recent)
+            .map(|(t, k)| (t.as_str(), k))
             .collect();
         core.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         core
@@ -279,44 +292,329 @@ impl Cluster {
     }
 }
 
-/// A Bloom filter over a cluster profile's terms (512 bits, two per term, from the term's
-/// hash). Removing a term leaves its bits set — they only cost a probe — until enough are
-/// stale to rebuild from the profile.
+/// Rows of the clusters' signatures: each term sets [`SIGNATURE_HASHES`] of them.
+const SIGNATURE_ROWS: usize = 1024;
+const SIGNATURE_HASHES: usize = 3;
+/// Terms a profile may lose (their bits stay set) before its signature is rebuilt.
+const STALE_REBUILD: u32 = 32;
+
+/// Which open clusters may hold a term: a Bloom filter per cluster (1024 bits, three per
+/// term, from the term's hash), stored bit-sliced — per bit, one bit per cluster slot — so a
+/// term finds its candidate clusters with three row reads instead of a test per cluster. No
+/// false negatives; a false positive (about 0.5% of clusters with a full profile) only costs
+/// a probe of that cluster's profile.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct TermFilter {
-    bits: [u64; 8],
-    stale: usize,
+struct Signatures {
+    /// Words per row: one bit per slot.
+    words: usize,
+    /// [`SIGNATURE_ROWS`] rows of `words` words, row after row.
+    rows: Vec<u64>,
+    /// Per slot, terms that left the profile since its bits were last built: their bits stay
+    /// set until a rebuild.
+    stale: Vec<u32>,
 }
 
-impl TermFilter {
-    fn positions(term: &Term) -> [usize; 2] {
+impl Signatures {
+    fn positions(term: &Term) -> [usize; SIGNATURE_HASHES] {
+        // The high bits: the term maps take their buckets from the low ones.
         let hash = term.hash_value();
-        [(hash >> 55) as usize, ((hash >> 46) & 511) as usize]
+        std::array::from_fn(|k| (hash >> (34 + 10 * k)) as usize % SIGNATURE_ROWS)
     }
 
-    fn insert(&mut self, term: &Term) {
-        for p in Self::positions(term) {
-            self.bits[p / 64] |= 1 << (p % 64);
+    /// Makes room for `slot`.
+    fn ensure(&mut self, slot: usize) {
+        let words = slot / 64 + 1;
+        if words > self.words {
+            let mut rows = vec![0u64; SIGNATURE_ROWS * words];
+            if self.words > 0 {
+                for (new, old) in rows
+                    .chunks_exact_mut(words)
+                    .zip(self.rows.chunks_exact(self.words))
+                {
+                    new[..old.len()].copy_from_slice(old);
+                }
+            }
+            self.rows = rows;
+            self.words = words;
+        }
+        if self.stale.len() <= slot {
+            self.stale.resize(slot + 1, 0);
         }
     }
 
-    fn may_hold(&self, term: &Term) -> bool {
-        Self::positions(term)
-            .iter()
-            .all(|&p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+    fn insert(&mut self, slot: usize, term: &Term) {
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        for row in Self::positions(term) {
+            if let Some(w) = self.rows.get_mut(row * self.words + word) {
+                *w |= bit;
+            }
+        }
     }
 
-    fn removed(&mut self) {
-        self.stale += 1;
-    }
-
-    fn rebuild_if_stale<'a>(&mut self, terms: impl Iterator<Item = &'a Term>) {
-        if self.stale < 32 {
+    /// Clears the slot's bits, `terms` being the profile's terms: only their rows when no
+    /// term left the profile since the bits were built (then they set every bit), else every
+    /// row.
+    fn clear<'a>(&mut self, slot: usize, terms: impl Iterator<Item = &'a Term>) {
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        let Some(stale) = self.stale.get_mut(slot) else {
+            return;
+        };
+        if *stale == 0 {
+            for term in terms {
+                for row in Self::positions(term) {
+                    if let Some(w) = self.rows.get_mut(row * self.words + word) {
+                        *w &= !bit;
+                    }
+                }
+            }
             return;
         }
-        *self = TermFilter::default();
+        *stale = 0;
+        for row in self.rows.chunks_exact_mut(self.words.max(1)) {
+            if let Some(w) = row.get_mut(word) {
+                *w &= !bit;
+            }
+        }
+    }
+
+    /// Rebuilds the slot's bits from the profile's terms once enough are stale.
+    fn rebuild_if_stale<'a>(&mut self, slot: usize, terms: impl Iterator<Item = &'a Term>) {
+        if self.stale.get(slot).is_none_or(|s| *s < STALE_REBUILD) {
+            return;
+        }
+        self.clear(slot, std::iter::empty());
         for term in terms {
-            self.insert(term);
+            self.insert(slot, term);
+        }
+    }
+}
+
+/// A district's open clusters, oldest first (so in [`Cluster::seq`] order), with the
+/// signatures that tell which of them may hold a term.
+///
+/// A report is compared only with the clusters that share one of its terms, and a burst
+/// looks only at the clusters holding its term, instead of probing every open cluster for
+/// every term. Every change of a profile goes through these methods, so the signatures follow
+/// it. Each cluster holds a slot (a bit in every signature row) from opening to closing; there
+/// are as many slots as clusters were ever open at once — at most `max_clusters_per_district`
+/// — so the signatures take 1024 × ⌈slots / 64⌉ words (16 KiB at the default cap). Read
+/// access is the slice of clusters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Clusters {
+    list: Vec<Cluster>,
+    signatures: Signatures,
+    /// Per slot, the index of its cluster in `list` (`usize::MAX` when free).
+    position: Vec<usize>,
+    free: Vec<usize>,
+    /// Per slot, the similarity being summed for the report at hand, and the slots it
+    /// touched: kept to spare an allocation per report (at most one entry per slot).
+    explained: Vec<f64>,
+    touched: Vec<usize>,
+}
+
+impl std::ops::Deref for Clusters {
+    type Target = [Cluster];
+
+    fn deref(&self) -> &[Cluster] {
+        &self.list
+    }
+}
+
+impl Clusters {
+    /// Opens `cluster` (a new cluster: its seq is the highest so far).
+    pub fn push(&mut self, mut cluster: Cluster) {
+        let slot = self.free.pop().unwrap_or(self.position.len());
+        self.signatures.ensure(slot);
+        if self.position.len() <= slot {
+            self.position.resize(slot + 1, usize::MAX);
+        }
+        cluster.slot = slot;
+        for term in cluster.terms.keys() {
+            self.signatures.insert(slot, term);
+        }
+        self.position[slot] = self.list.len();
+        self.list.push(cluster);
+    }
+
+    /// Closes the cluster at `index` and returns it.
+    pub fn remove(&mut self, index: usize) -> Cluster {
+        let cluster = self.list.remove(index);
+        self.release(&cluster);
+        self.reposition();
+        cluster
+    }
+
+    /// Keeps only the clusters for which `keep` holds, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Cluster) -> bool) {
+        let mut closed = false;
+        let mut list = std::mem::take(&mut self.list);
+        list.retain(|cluster| {
+            let kept = keep(cluster);
+            if !kept {
+                self.release(cluster);
+                closed = true;
+            }
+            kept
+        });
+        self.list = list;
+        if closed {
+            self.reposition();
+        }
+    }
+
+    /// Adds a report to the cluster at `index` (see [`Cluster::add`]).
+    pub fn add(&mut self, index: usize, member: &Member<'_>, terms: &[(Term, f64)], max: usize) {
+        let Some(cluster) = self.list.get_mut(index) else {
+            return;
+        };
+        let slot = cluster.slot;
+        let signatures = &mut self.signatures;
+        cluster.add_noting(member, terms, max, |term, entered| {
+            if entered {
+                signatures.insert(slot, term);
+            } else if let Some(stale) = signatures.stale.get_mut(slot) {
+                *stale += 1;
+            }
+        });
+        signatures.rebuild_if_stale(slot, cluster.terms.keys());
+    }
+
+    /// Moves the cluster at `from` into the one at `into` (see [`Cluster::absorb`]); returns
+    /// where `into` is afterwards.
+    pub fn absorb(&mut self, into: usize, from: usize, max_terms: usize) -> usize {
+        if into == from || into >= self.list.len() || from >= self.list.len() {
+            return into;
+        }
+        let other = self.remove(from);
+        let into = if into > from { into - 1 } else { into };
+        if let Some(cluster) = self.list.get_mut(into) {
+            let slot = cluster.slot;
+            let signatures = &mut self.signatures;
+            cluster.absorb_noting(other, max_terms, |term| signatures.insert(slot, term));
+        }
+        into
+    }
+
+    /// Forgets window buckets of the cluster at `index` (see [`Cluster::expire`]).
+    pub fn expire(&mut self, index: usize, now: i64, len: usize) {
+        if let Some(cluster) = self.list.get_mut(index) {
+            cluster.expire(now, len);
+        }
+    }
+
+    /// Indices of the clusters that may hold `term` (every one that does, and rarely one that
+    /// does not: check its profile), in no particular order.
+    pub fn may_hold<'a>(&'a self, term: &Term) -> impl Iterator<Item = usize> + 'a {
+        self.slots_for(term)
+            .filter_map(|slot| self.position.get(slot).copied())
+            .filter(|&i| i < self.list.len())
+    }
+
+    /// The cluster most similar to a report with `terms` ([`Cluster::similarity`]) among those
+    /// at least `threshold` similar; the older one among equals.
+    pub fn most_similar(&mut self, terms: &[(Term, f64)], threshold: f64) -> Option<usize> {
+        let weight = terms.iter().map(|(_, w)| w * w).sum::<f64>();
+        let better =
+            |a: &(f64, usize), b: &(f64, usize)| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1));
+        if threshold.is_nan() || threshold <= 0.0 {
+            // A cluster sharing no term is 0 similar, which such a threshold admits: only a
+            // scan of every cluster sees those.
+            return self
+                .list
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.similarity(terms, weight), i))
+                .filter(|(s, _)| *s >= threshold)
+                .max_by(better)
+                .map(|(_, i)| i);
+        }
+        // The same sum as `similarity`, term by term in the report's order, over the clusters
+        // that hold each term: the others explain nothing and stay below any threshold > 0.
+        // NaN marks a slot no term has reached yet (a share never is NaN).
+        let mut explained = std::mem::take(&mut self.explained);
+        let mut touched = std::mem::take(&mut self.touched);
+        explained.clear();
+        explained.resize(self.position.len(), f64::NAN);
+        touched.clear();
+        for (term, w) in terms {
+            for slot in self.slots_for(term) {
+                let Some(cluster) = self.position.get(slot).and_then(|&i| self.list.get(i)) else {
+                    continue;
+                };
+                let Some(profile) = cluster.terms.get(term) else {
+                    continue;
+                };
+                let Some(sum) = explained.get_mut(slot) else {
+                    continue;
+                };
+                if sum.is_nan() {
+                    *sum = 0.0;
+                    touched.push(slot);
+                }
+                let share = profile.count as f64 / cluster.size as f64;
+                *sum += w * w * (2.0 * share).min(1.0);
+            }
+        }
+        let best = touched
+            .iter()
+            .filter_map(|&slot| {
+                let i = *self.position.get(slot)?;
+                let cluster = self.list.get(i)?;
+                let similarity = if cluster.size == 0 || weight <= 0.0 {
+                    0.0
+                } else {
+                    explained.get(slot)? / weight
+                };
+                Some((similarity, i))
+            })
+            .filter(|(s, _)| *s >= threshold)
+            .max_by(better)
+            .map(|(_, i)| i);
+        self.explained = explained;
+        self.touched = touched;
+        best
+    }
+
+    /// Slots whose signature admits `term`.
+    fn slots_for<'a>(&'a self, term: &Term) -> impl Iterator<Item = usize> + 'a {
+        let words = self.signatures.words;
+        let rows = Signatures::positions(term).map(|p| {
+            self.signatures
+                .rows
+                .get(p * words..(p + 1) * words)
+                .unwrap_or_default()
+        });
+        (0..words).flat_map(move |w| {
+            let mut bits = rows
+                .iter()
+                .fold(u64::MAX, |m, row| m & row.get(w).copied().unwrap_or(0));
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                Some(w * 64 + bit)
+            })
+        })
+    }
+
+    /// Frees a closed cluster's slot.
+    fn release(&mut self, cluster: &Cluster) {
+        let slot = cluster.slot;
+        self.signatures.clear(slot, cluster.terms.keys());
+        if let Some(position) = self.position.get_mut(slot) {
+            *position = usize::MAX;
+        }
+        self.free.push(slot);
+    }
+
+    /// Records where each cluster is after clusters were closed.
+    fn reposition(&mut self) {
+        for (i, cluster) in self.list.iter().enumerate() {
+            if let Some(position) = self.position.get_mut(cluster.slot) {
+                *position = i;
+            }
         }
     }
 }
@@ -354,9 +652,109 @@ mod tests {
             .collect();
         held.sort();
         assert_eq!(held, vec![("a0", 1), ("b", 2)]);
-        // The filter still admits every held term and the similarity sees them.
+        // The similarity sees every held term.
         let probe = terms(&["b", "a0", "c"]);
         let expected = (1.0 + 1.0) / 3.0;
         assert!((cluster.similarity(&probe, 3.0) - expected).abs() < 1e-12);
+    }
+
+    /// What the detector did before the signatures: every open cluster scored in turn.
+    fn scan_most_similar(list: &[Cluster], terms: &[(Term, f64)], threshold: f64) -> Option<usize> {
+        let weight = terms.iter().map(|(_, w)| w * w).sum::<f64>();
+        list.iter()
+            .enumerate()
+            .map(|(i, c)| (c.similarity(terms, weight), i))
+            .filter(|(s, _)| *s >= threshold)
+            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+            .map(|(_, i)| i)
+    }
+
+    #[test]
+    fn signatures_find_the_same_clusters_as_a_scan_of_every_cluster() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let at = FixedOffset::east_opt(8 * 3600)
+            .and_then(|tz| tz.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).single())
+            .expect("valid time");
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut clusters = Clusters::default();
+        let mut seq = 0;
+        let (mut compared, mut matched) = (0, 0);
+        for step in 0..3000 {
+            // A small vocabulary, so reports share terms and clusters grow, fill their
+            // profiles (8 terms) and lose terms.
+            let n = rng.random_range(1..12);
+            let terms: Vec<(Term, f64)> = (0..n)
+                .map(|_| {
+                    let r: f64 = rng.random();
+                    let word = format!("词{}", (r * r * 300.0) as usize);
+                    (Term::new(&word), 1.0 + rng.random::<f64>() * 4.0)
+                })
+                .collect();
+            let mut distinct = terms.clone();
+            distinct.sort_by(|a, b| a.0.cmp(&b.0));
+            distinct.dedup_by(|a, b| a.0 == b.0);
+            let threshold = [0.0, 0.3, 0.5][step % 3];
+            let expected = scan_most_similar(&clusters, &distinct, threshold);
+            assert_eq!(
+                clusters.most_similar(&distinct, threshold),
+                expected,
+                "step {step}"
+            );
+            compared += 1;
+            for (term, _) in &distinct {
+                let mut may: Vec<usize> = clusters.may_hold(term).collect();
+                may.sort_unstable();
+                for (i, c) in clusters.iter().enumerate() {
+                    if c.terms.contains_key(term) {
+                        assert!(
+                            may.binary_search(&i).is_ok(),
+                            "step {step}: missed cluster {i}"
+                        );
+                    }
+                }
+            }
+            let id = format!("12345:{step}");
+            let member = Member {
+                event_id: &id,
+                channel: Channel::Hotline12345,
+                at,
+                bucket: step as i64 / 10,
+                priority: 3,
+                emotional: false,
+                category: "城乡建设",
+            };
+            let index = match expected.filter(|_| threshold > 0.0) {
+                Some(i) => {
+                    matched += 1;
+                    i
+                }
+                None => {
+                    seq += 1;
+                    clusters.push(Cluster::new("雨花区", &member, seq));
+                    clusters.len() - 1
+                }
+            };
+            clusters.add(index, &member, &distinct, 8);
+            match rng.random_range(0..10) {
+                0 if clusters.len() > 2 => {
+                    let from = rng.random_range(0..clusters.len());
+                    let into = rng.random_range(0..clusters.len());
+                    clusters.absorb(into, from, 8);
+                }
+                1 if clusters.len() > 40 => {
+                    clusters.remove(rng.random_range(0..clusters.len()));
+                }
+                2 => {
+                    let cut = seq.saturating_sub(60);
+                    clusters.retain(|c| c.seq > cut);
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            matched > 300 && compared == 3000,
+            "the stream exercised joins: {matched}"
+        );
     }
 }

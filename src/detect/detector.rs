@@ -27,14 +27,13 @@
 //! [`super::threads`], the event-time bookkeeping in `time.rs`.
 
 use super::baseline::{HourProfile, SparseWindow};
-use super::cluster::{Cluster, Member};
+use super::cluster::{Clusters, Member};
 use super::config::DetectConfig;
-use super::sketch::{Cells, CountMin, DistrictHashers, Term, TermWindows};
+use super::sketch::{Cells, CountMin, DistrictHashers, Term, TermSet, TermWindows};
 use super::threads::{ThreadKey, Threads};
 use super::watermark::SourceId;
 use super::{Alert, AlertKind, DetectInput, DetectorStats, Observation};
 use chrono::{DateTime, Duration, FixedOffset};
-use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 
 /// Emotions that make a surge: the ones a dispatch centre must watch.
@@ -65,7 +64,7 @@ pub(super) struct DistrictState {
     pub decay_epoch: i64,
     pub last_bucket: i64,
     /// Open clusters, oldest first.
-    pub clusters: Vec<Cluster>,
+    pub clusters: Clusters,
     pub categories: BTreeMap<String, CategoryState>,
     pub terms: TermWindows,
     /// Decayed counts of the district's events (all, and angry or fearful).
@@ -100,6 +99,23 @@ pub struct Detector {
     pub(super) future_dropped: u64,
     pub(super) district_overflow: u64,
     pub(super) merged: u64,
+    /// Buffers of the event being observed, kept for the next one.
+    scratch: Scratch,
+}
+
+/// The working buffers of one relevant event — its terms, their sketch cells and window
+/// counts — kept between events so that observing one allocates none of them. Each holds at
+/// most `max_terms_per_event` entries, so what they keep is bounded by that setting.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// The event's terms taken so far, to skip repeats.
+    seen: TermSet,
+    /// The event's distinct terms with their IDF weights, in the order they were taken.
+    pub terms: Vec<(Term, f64)>,
+    /// Each term's cells in the district's sketch (same order).
+    pub cells: Vec<Cells>,
+    /// Each term's guaranteed count in the district's term windows (same order).
+    pub counts: Vec<u64>,
 }
 
 impl Detector {
@@ -121,6 +137,7 @@ impl Detector {
             future_dropped: 0,
             district_overflow: 0,
             merged: 0,
+            scratch: Scratch::default(),
         }
     }
 
@@ -173,7 +190,9 @@ impl Detector {
             }
         }
         if input.relevant {
-            let terms = self.weighted_terms(district, input);
+            // Taken out for the event (and put back) so the tests can borrow `self` mutably.
+            let mut scratch = std::mem::take(&mut self.scratch);
+            self.weighted_terms(district, input, &mut scratch);
             let member = Member {
                 event_id: input.event_id,
                 channel: input.channel,
@@ -183,19 +202,21 @@ impl Detector {
                 emotional: alarmed,
                 category: input.category,
             };
-            let counts = self.count_terms(district, &terms, bucket);
-            let anchors = self.anchors(district, &terms, &counts);
-            let cluster = self.cluster(district, &member, &terms, &anchors);
+            self.count_terms(district, &mut scratch, bucket);
+            let anchors = self.anchors(district, &scratch);
+            let cluster = self.cluster(district, &member, &scratch.terms, &anchors);
             let (id, incident) = self.test_incident(district, cluster);
             incident_id = id;
             alerts.extend(incident);
             alerts.extend(self.test_category(district, input, bucket));
-            for ((term, _), &k) in terms.iter().zip(&counts) {
+            let terms = scratch.terms.iter().zip(&scratch.cells);
+            for (((term, _), cells), &k) in terms.zip(&scratch.counts) {
                 if k < self.config.burst_min_count {
                     continue;
                 }
-                alerts.extend(self.test_term(district, term, k, input));
+                alerts.extend(self.test_term(district, term, cells, k, input));
             }
+            self.scratch = scratch;
         }
         alerts.extend(self.test_emotion(district, input));
         Observation {
@@ -267,57 +288,55 @@ impl Detector {
     // ---- state updates ----------------------------------------------------------------------
 
     /// The event's distinct terms (keywords first, then tokens of two or more characters), at
-    /// most `max_terms_per_event`, each with its IDF weight in the district.
-    fn weighted_terms(&mut self, district: &str, input: &DetectInput) -> Vec<(Term, f64)> {
+    /// most `max_terms_per_event`, each with its IDF weight in the district and its cells in
+    /// the district's sketch, into `scratch`; then counts them in the sketch.
+    fn weighted_terms(&mut self, district: &str, input: &DetectInput, scratch: &mut Scratch) {
         let max = self.config.max_terms_per_event;
-        let mut seen: FxHashSet<&str> =
-            FxHashSet::with_capacity_and_hasher(max.min(256) * 2, Default::default());
-        let mut terms = Vec::with_capacity(max.min(256));
-        for term in input.keywords.iter().chain(input.tokens) {
-            if terms.len() >= max {
+        scratch.seen.clear();
+        scratch.terms.clear();
+        scratch.cells.clear();
+        let Some(state) = self.districts.get_mut(district) else {
+            return;
+        };
+        // Cells are located from the input's text while the terms are taken (a `Term` would
+        // have to check its text again to lend it out), all before any is read, so the reads
+        // (cache misses, mostly) of different terms overlap.
+        let hashers = DistrictHashers::new(district);
+        for text in input.keywords.iter().chain(input.tokens) {
+            if scratch.terms.len() >= max {
                 break;
             }
-            if term.chars().nth(1).is_none() || !seen.insert(term.as_str()) {
+            if text.chars().nth(1).is_none() {
                 continue;
             }
-            terms.push(term.as_str());
+            let term = Term::new(text);
+            if scratch.seen.insert(term.clone()) {
+                scratch.terms.push((term, 0.0));
+                scratch.cells.push(hashers.cells(&state.sketch, text));
+            }
         }
-        let Some(state) = self.districts.get_mut(district) else {
-            return Vec::new();
-        };
         let docs = state.events;
         // Every estimate is read before any count is added, as two terms may share a cell.
-        let hashers = DistrictHashers::new(district);
-        let cells: Vec<Cells> = terms
-            .iter()
-            .map(|t| hashers.cells(&state.sketch, t))
-            .collect();
-        let weighted: Vec<(Term, f64)> = terms
-            .iter()
-            .zip(&cells)
-            .map(|(t, cells)| {
-                let df = f64::from(state.sketch.estimate_at(cells));
-                let idf = ((docs + 1.0) / (df + 1.0)).ln().max(0.0) + 1.0;
-                (Term::new(t), idf)
-            })
-            .collect();
-        for cells in &cells {
+        for ((_, weight), cells) in scratch.terms.iter_mut().zip(&scratch.cells) {
+            let df = f64::from(state.sketch.estimate_at(cells));
+            *weight = ((docs + 1.0) / (df + 1.0)).ln().max(0.0) + 1.0;
+        }
+        for cells in &scratch.cells {
             state.sketch.add_at(cells);
         }
-        weighted
     }
 
-    /// Counts the report's terms in the district's term windows; returns each term's
-    /// guaranteed window count, in the order of `terms`.
-    fn count_terms(&mut self, district: &str, terms: &[(Term, f64)], bucket: i64) -> Vec<u64> {
+    /// Counts the report's terms in the district's term windows, each term's guaranteed
+    /// window count into `scratch.counts`, in the order of `scratch.terms`.
+    fn count_terms(&mut self, district: &str, scratch: &mut Scratch, bucket: i64) {
         let now = self.clock_bucket(district);
+        scratch.counts.clear();
         let Some(state) = self.districts.get_mut(district) else {
-            return Vec::new();
+            return;
         };
-        terms
-            .iter()
-            .map(|(term, _)| state.terms.add(term, bucket, now))
-            .collect()
+        for (term, _) in &scratch.terms {
+            scratch.counts.push(state.terms.add(term, bucket, now));
+        }
     }
 
     // ---- tests --------------------------------------------------------------------------------
@@ -347,7 +366,17 @@ impl Detector {
         let Some(state) = self.districts.get(district) else {
             return 0.0;
         };
-        let long_run = (f64::from(state.sketch.estimate(district, term)) - k as f64).max(0.0);
+        let cells = DistrictHashers::new(district).cells(&state.sketch, term);
+        self.term_lambda_at(district, &cells, k, secs)
+    }
+
+    /// [`Detector::term_lambda`] for a term already located in the district's sketch (by
+    /// [`DistrictHashers::cells`] with the district's hashers).
+    pub(super) fn term_lambda_at(&self, district: &str, cells: &Cells, k: u64, secs: i64) -> f64 {
+        let Some(state) = self.districts.get(district) else {
+            return 0.0;
+        };
+        let long_run = (f64::from(state.sketch.estimate_at(cells)) - k as f64).max(0.0);
         self.expected_district(district, secs) * (long_run + PRIOR) / (state.events + 1.0)
     }
 

@@ -9,7 +9,7 @@
 
 use super::baseline::poisson_surprise;
 use super::cluster::{Cluster, Member};
-use super::detector::{incident_key, IncidentProbe};
+use super::detector::{incident_key, IncidentProbe, Scratch};
 use super::sketch::Term;
 use super::threads::{severity, Evidence, Snapshot};
 use super::{Alert, AlertKind, Detector};
@@ -19,19 +19,16 @@ impl Detector {
     /// The report's terms that are bursting in the district right now (at least three recent
     /// reports, improbable under the baseline) and normally rare there — "爆管", not the name
     /// of a busy road, which would pull unrelated reports in — with their scores.
-    pub(super) fn anchors(
-        &self,
-        district: &str,
-        terms: &[(Term, f64)],
-        counts: &[u64],
-    ) -> Vec<(Term, f64)> {
+    pub(super) fn anchors(&self, district: &str, scratch: &Scratch) -> Vec<(Term, f64)> {
         let secs = self.config.burst_window_secs;
-        terms
+        scratch
+            .terms
             .iter()
-            .zip(counts)
+            .zip(&scratch.cells)
+            .zip(&scratch.counts)
             .filter(|(_, k)| **k >= 3)
-            .filter_map(|((t, _), k)| {
-                let lambda = self.term_lambda(district, t.as_str(), *k, secs);
+            .filter_map(|(((t, _), cells), k)| {
+                let lambda = self.term_lambda_at(district, cells, *k, secs);
                 let score = poisson_surprise(*k, lambda);
                 (lambda <= self.config.anchor_max_baseline && score >= self.config.anchor_min_score)
                     .then(|| (t.clone(), score))
@@ -55,14 +52,19 @@ impl Detector {
         let max_terms = config.max_cluster_terms;
         let window = config.buckets(config.incident_window_secs);
         let state = self.districts.get_mut(district)?;
-        let anchored: Vec<usize> = (0..state.clusters.len())
-            .filter(|&i| {
-                let c = &state.clusters[i];
-                anchors
-                    .iter()
-                    .any(|(t, _)| c.terms.get(t).is_some_and(|p| p.count * 2 >= c.size))
+        let clusters = &state.clusters;
+        let mut anchored: Vec<usize> = anchors
+            .iter()
+            .flat_map(|(t, _)| {
+                clusters.may_hold(t).filter(|&i| {
+                    clusters
+                        .get(i)
+                        .is_some_and(|c| c.terms.get(t).is_some_and(|p| p.count * 2 >= c.size))
+                })
             })
             .collect();
+        anchored.sort_unstable();
+        anchored.dedup();
         // The survivor keeps its id: the one with a live incident thread, else the largest,
         // else the oldest (clusters are kept in creation order).
         let threads = &self.threads;
@@ -75,27 +77,18 @@ impl Detector {
         if let Some(survivor) = survivor {
             let mut keep = survivor;
             for &i in anchored.iter().rev().filter(|&&i| i != survivor) {
-                let other = state.clusters.remove(i);
-                if i < keep {
-                    keep -= 1;
-                }
-                state.clusters[keep].absorb(other, max_terms);
+                keep = state.clusters.absorb(keep, i, max_terms);
                 self.merged += 1;
             }
-            state.clusters[keep].expire(now_bucket, window);
-            state.clusters[keep].add(member, terms, max_terms);
+            state.clusters.expire(keep, now_bucket, window);
+            state.clusters.add(keep, member, terms, max_terms);
             return Some(keep);
         }
-        let weight = terms.iter().map(|(_, w)| w * w).sum::<f64>();
         let best = state
             .clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.similarity(terms, weight), i))
-            .filter(|(s, _)| *s >= config.cluster_similarity)
-            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
+            .most_similar(terms, config.cluster_similarity);
         let index = match best {
-            Some((_, i)) => i,
+            Some(i) => i,
             None => {
                 if state.clusters.len() >= config.max_clusters_per_district {
                     let threads = &self.threads;
@@ -120,8 +113,8 @@ impl Detector {
                 state.clusters.len() - 1
             }
         };
-        state.clusters[index].expire(now_bucket, window);
-        state.clusters[index].add(member, terms, max_terms);
+        state.clusters.expire(index, now_bucket, window);
+        state.clusters.add(index, member, terms, max_terms);
         Some(index)
     }
 
@@ -191,9 +184,7 @@ impl Detector {
             return (None, Vec::new());
         };
         self.merged += 1;
-        let source = state.clusters.remove(index);
-        let into = if into > index { into - 1 } else { into };
-        state.clusters[into].absorb(source, max_terms);
+        let into = state.clusters.absorb(into, index, max_terms);
         let Some(cluster) = self
             .districts
             .get(district)

@@ -9,7 +9,8 @@
 
 use super::baseline::SparseWindow;
 use rustc_hash::FxHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
@@ -216,6 +217,9 @@ impl Hasher for TermHasher {
 /// A map keyed by [`Term`].
 pub type TermMap<V> = HashMap<Term, V, BuildHasherDefault<TermHasher>>;
 
+/// A set of [`Term`]s.
+pub type TermSet = HashSet<Term, BuildHasherDefault<TermHasher>>;
+
 /// Where one district × term lands in a [`CountMin`]: one counter per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cells([usize; ROWS]);
@@ -247,13 +251,17 @@ impl DistrictHashers {
     }
 }
 
-/// One tracked term: its recent counts and how much of them may belong to terms it replaced.
+/// One slot of a [`TermWindows`] table: a tracked term with its recent counts and how much
+/// of them may belong to terms it replaced, or a free slot (`seq == 0`).
 #[derive(Debug, Clone, PartialEq)]
-struct Tracked {
+struct Slot {
+    term: Term,
     window: SparseWindow,
     /// Space-saving error: the count the entry inherited when it replaced another term.
     error: u64,
-    /// Insertion order, to break ties between equally small entries deterministically.
+    /// Insertion order (from 1), to break ties between equally small entries
+    /// deterministically; with the slot it names the entry, so a listing made for an entry
+    /// since replaced or dropped no longer matches. 0 marks a free slot.
     seq: u64,
     /// The bucket under which the entry waits in [`TermWindows::due`]: at most its oldest one.
     due: i64,
@@ -263,21 +271,48 @@ struct Tracked {
 /// terms. A term that arrives when the table is full replaces the entry with the smallest
 /// window count (oldest first among equals) and inherits that count as its error, so
 /// `count − error` is a guaranteed lower bound of its true recent count.
+///
+/// Entries live in a slab of at most `capacity` slots; the term map only points into it. The
+/// bookkeeping lists (replacement candidates, expiry) name slots, not terms, so checking or
+/// replacing an entry costs no hashing and no copy of its text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TermWindows {
     capacity: usize,
     len_buckets: usize,
-    /// Probed for every term of every event; never read in iteration order.
-    terms: TermMap<Tracked>,
+    /// Term → its slot. Probed for every term of every event; never read in iteration order.
+    index: TermMap<u32>,
+    /// Live and free slots; never more than `capacity`.
+    slots: Vec<Slot>,
+    /// Slots freed by expiry, reused before the slab grows.
+    free: Vec<u32>,
     seq: u64,
-    /// Entries that had the smallest count at the last scan, last to be replaced first: a
-    /// flood of new terms then costs one scan per `capacity` replacements, not one each.
-    candidates: Vec<(u64, u64, Term)>,
-    /// Entries by a bucket no later than their oldest: only those whose bucket slid out of
-    /// the window can change when time moves on, so expiry visits them and not the table.
-    /// An entry is listed once under its `due` bucket; other listings are left-overs
-    /// (replaced entries, or an earlier bucket added late) and are skipped.
-    due: BTreeMap<i64, Vec<(u64, Term)>>,
+    /// (count, seq, slot) of the entries that had the smallest count at the last scan, last
+    /// to be replaced first: a flood of new terms then costs one scan per `capacity`
+    /// replacements, not one each.
+    candidates: Vec<(u64, u64, u32)>,
+    /// (slot, seq) of entries by a bucket no later than their oldest: only those whose bucket
+    /// slid out of the window can change when time moves on, so expiry visits them and not
+    /// the table. An entry is listed once under its `due` bucket; other listings are
+    /// left-overs (replaced entries, or an earlier bucket added late) and are skipped.
+    due: BTreeMap<i64, Vec<(u32, u64)>>,
+    /// Emptied lists of `due`, reused for new buckets (at most [`SPARE_LISTS`]), so a new
+    /// minute does not grow a list from nothing again.
+    spare: Vec<Vec<(u32, u64)>>,
+}
+
+/// Emptied expiry lists kept for reuse by one [`TermWindows`].
+const SPARE_LISTS: usize = 8;
+
+/// Lists `item` under `bucket` in an expiry map, on a spare list when the bucket is new.
+fn list_due(
+    due: &mut BTreeMap<i64, Vec<(u32, u64)>>,
+    spare: &mut Vec<Vec<(u32, u64)>>,
+    bucket: i64,
+    item: (u32, u64),
+) {
+    due.entry(bucket)
+        .or_insert_with(|| spare.pop().unwrap_or_default())
+        .push(item);
 }
 
 impl TermWindows {
@@ -285,10 +320,13 @@ impl TermWindows {
         TermWindows {
             capacity: capacity.max(1),
             len_buckets,
-            terms: TermMap::default(),
+            index: TermMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             candidates: Vec::new(),
             due: BTreeMap::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -296,79 +334,111 @@ impl TermWindows {
     /// window count (count − error).
     pub fn add(&mut self, term: &Term, bucket: i64, now: i64) -> u64 {
         let len = self.len_buckets;
-        if let Some(entry) = self.terms.get_mut(term) {
-            entry.window.add(bucket, 1);
-            if bucket < entry.due {
-                entry.due = bucket;
-                self.due
-                    .entry(bucket)
-                    .or_default()
-                    .push((entry.seq, term.clone()));
+        let live = self.index.len();
+        let vacant = match self.index.entry(term.clone()) {
+            Entry::Occupied(found) => {
+                let slot = *found.get();
+                let Some(entry) = self.slots.get_mut(slot as usize) else {
+                    return 0;
+                };
+                entry.window.add(bucket, 1);
+                if bucket < entry.due {
+                    entry.due = bucket;
+                    list_due(&mut self.due, &mut self.spare, bucket, (slot, entry.seq));
+                }
+                return entry.window.total(now, len).saturating_sub(entry.error);
             }
-            return entry.window.total(now, len).saturating_sub(entry.error);
-        }
+            Entry::Vacant(vacant) => vacant,
+        };
         let mut error = 0;
-        if self.terms.len() >= self.capacity {
-            if let Some((count, victim)) = self.victim(now) {
-                self.terms.remove(&victim);
+        let mut replaced = None;
+        if live >= self.capacity {
+            if let Some((count, victim)) =
+                Self::victim(&mut self.candidates, &self.slots, live, len, now)
+            {
                 error = count;
+                replaced = Some(victim);
             }
         }
         self.seq += 1;
-        let mut window = SparseWindow::default();
-        if error > 0 {
-            window.add(now, error);
+        let slot = match replaced.or_else(|| self.free.pop()) {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot {
+                    term: term.clone(),
+                    window: SparseWindow::default(),
+                    error: 0,
+                    seq: 0,
+                    due: 0,
+                });
+                // At most `capacity` slots (a `usize` table), far below `u32::MAX`.
+                (self.slots.len() - 1) as u32
+            }
+        };
+        vacant.insert(slot);
+        let Some(entry) = self.slots.get_mut(slot as usize) else {
+            return 0;
+        };
+        if replaced.is_some() {
+            // Inserted first and removed after: one probe fewer than the other way round,
+            // and the map, never iterated, is the same.
+            self.index.remove(&entry.term);
         }
-        window.add(bucket, 1);
-        let count = window.total(now, len).saturating_sub(error);
-        let due = window.oldest().unwrap_or(bucket);
-        self.due
-            .entry(due)
-            .or_default()
-            .push((self.seq, term.clone()));
-        self.terms.insert(
-            term.clone(),
-            Tracked {
-                window,
-                error,
-                seq: self.seq,
-                due,
-            },
-        );
+        entry.window.clear();
+        if error > 0 {
+            entry.window.add(now, error);
+        }
+        entry.window.add(bucket, 1);
+        let count = entry.window.total(now, len).saturating_sub(error);
+        let due = entry.window.oldest().unwrap_or(bucket);
+        entry.term = term.clone();
+        entry.error = error;
+        entry.seq = self.seq;
+        entry.due = due;
+        list_due(&mut self.due, &mut self.spare, due, (slot, self.seq));
         count
     }
 
-    /// The entry to replace: the smallest window count, oldest first among equals. Candidates
-    /// from the last scan are used while they still hold that count.
-    fn victim(&mut self, now: i64) -> Option<(u64, Term)> {
-        let len = self.len_buckets;
+    /// The entry to replace, as (its window count, its slot): the smallest window count,
+    /// oldest first among equals. Candidates from the last scan are used while they still
+    /// hold that count.
+    fn victim(
+        candidates: &mut Vec<(u64, u64, u32)>,
+        slots: &[Slot],
+        live: usize,
+        len: usize,
+        now: i64,
+    ) -> Option<(u64, u32)> {
         for _ in 0..2 {
-            while let Some((count, seq, term)) = self.candidates.pop() {
-                let current = self
-                    .terms
-                    .get(&term)
-                    .map(|e| (e.window.total(now, len), e.seq));
-                if current == Some((count, seq)) {
-                    return Some((count, term));
+            while let Some((count, seq, slot)) = candidates.pop() {
+                let current = slots
+                    .get(slot as usize)
+                    .filter(|e| e.seq == seq)
+                    .map(|e| e.window.total(now, len));
+                if current == Some(count) {
+                    return Some((count, slot));
                 }
             }
-            if self.terms.is_empty() {
+            if live == 0 {
                 return None;
             }
             // One pass: the entries at the smallest count seen so far.
             let mut smallest = u64::MAX;
-            for (term, entry) in &self.terms {
+            for (slot, entry) in slots.iter().enumerate() {
+                if entry.seq == 0 {
+                    continue;
+                }
                 let count = entry.window.total(now, len);
                 if count < smallest {
                     smallest = count;
-                    self.candidates.clear();
+                    candidates.clear();
                 }
                 if count == smallest {
-                    self.candidates.push((count, entry.seq, term.clone()));
+                    candidates.push((count, entry.seq, slot as u32));
                 }
             }
             // Popped from the end: the oldest (smallest seq) goes first.
-            self.candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
+            candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.1));
         }
         None
     }
@@ -385,9 +455,9 @@ impl TermWindows {
             if *listed.key() >= oldest {
                 break;
             }
-            let (bucket, entries) = listed.remove_entry();
-            for (seq, term) in entries {
-                let Some(entry) = self.terms.get_mut(&term) else {
+            let (bucket, mut entries) = listed.remove_entry();
+            for (slot, seq) in entries.drain(..) {
+                let Some(entry) = self.slots.get_mut(slot as usize) else {
                     continue;
                 };
                 if entry.seq != seq || entry.due != bucket {
@@ -395,7 +465,9 @@ impl TermWindows {
                 }
                 entry.window.expire(now, len);
                 let Some(first) = entry.window.oldest() else {
-                    self.terms.remove(&term);
+                    self.index.remove(&entry.term);
+                    entry.seq = 0;
+                    self.free.push(slot);
                     continue;
                 };
                 // Once the inherited count has slid out of the window the count is exact again.
@@ -403,17 +475,20 @@ impl TermWindows {
                     entry.error = entry.window.total(now, len);
                 }
                 entry.due = first;
-                self.due.entry(first).or_default().push((seq, term));
+                list_due(&mut self.due, &mut self.spare, first, (slot, seq));
+            }
+            if self.spare.len() < SPARE_LISTS {
+                self.spare.push(entries);
             }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.terms.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.terms.is_empty()
+        self.index.is_empty()
     }
 }
 

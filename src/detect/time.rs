@@ -213,7 +213,7 @@ impl Detector {
                 sketch: CountMin::new(self.config.sketch_width),
                 decay_epoch: at.timestamp().div_euclid(halflife),
                 last_bucket: self.bucket(at),
-                clusters: Vec::new(),
+                clusters: Default::default(),
                 categories: BTreeMap::<String, CategoryState>::new(),
                 terms,
                 events: 0.0,
