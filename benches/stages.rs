@@ -164,8 +164,14 @@ fn bench_stages(c: &mut Criterion) {
     group.bench_function("classify_relevance", |b| {
         b.iter(|| black_box(stages.relevance.relevance(&tokens[next(tokens.len())])))
     });
-    // What the classify stage runs for a social post (hotline records skip relevance).
+    // What the classify stage runs for a social post (hotline records skip relevance): all
+    // three models through one resolution of the tokens.
+    let classifiers = stages.classifiers();
     group.bench_function("classify_all", |b| {
+        b.iter(|| black_box(classifiers.classify(&segmented[next(segmented.len())], true)))
+    });
+    // The same three models called one by one, each resolving the tokens on its own.
+    group.bench_function("classify_each", |b| {
         b.iter(|| {
             let k = next(tokens.len());
             black_box((

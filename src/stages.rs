@@ -8,8 +8,8 @@ use crate::channels::{self, Decoded};
 use crate::event::{Channel, Event, Record, Route, SourceRef, SCHEMA_VERSION};
 use crate::metrics::{Metrics, Stage};
 use crate::model::relevance::RelevanceModel;
-use crate::model::sentiment::{SentimentModel, Tokens};
-use crate::model::CategoryModel;
+use crate::model::sentiment::SentimentModel;
+use crate::model::{CategoryModel, Classifiers};
 use crate::priority::{priority, PriorityFacts};
 use crate::route::{RouteDecision, Router};
 use crate::text::emoticons::strip_emoticons;
@@ -134,17 +134,11 @@ impl Stages {
         let segmented = self.segmenter.segment(&for_models, self.max_keywords);
         lap = self.lap(Stage::Segment, lap);
 
-        let prediction = self.model.predict(&segmented.tokens);
-        let feeling = self.sentiment.predict(match self.sentiment.tokens() {
-            Tokens::Words => &segmented.words,
-            Tokens::Content => &segmented.tokens,
-        });
+        // All models at once: the event's tokens are looked up once for every model.
+        let classified = self.classifiers().classify(&segmented, channel.is_social());
+        let (prediction, feeling) = (classified.category, classified.sentiment);
         // Hotline and 110 records are reports by definition; only social posts are scored.
-        let relevance = if channel.is_social() {
-            self.relevance.relevance(&segmented.tokens)
-        } else {
-            1.0
-        };
+        let relevance = classified.relevance.unwrap_or(1.0);
         lap = self.lap(Stage::Classify, lap);
 
         let decision = if relevance < self.relevance_threshold {
@@ -198,6 +192,15 @@ impl Stages {
         Outcome::Event {
             event: Box::new(event),
             tokens: segmented.tokens,
+        }
+    }
+
+    /// The models of the classify stage, to be scored together.
+    pub fn classifiers(&self) -> Classifiers<'_> {
+        Classifiers {
+            category: &self.model,
+            sentiment: &self.sentiment,
+            relevance: &self.relevance,
         }
     }
 

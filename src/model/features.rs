@@ -352,6 +352,20 @@ impl Vectorizer {
         self.idf.len()
     }
 
+    /// IDF of every column.
+    pub(crate) fn idf(&self) -> &[f32] {
+        &self.idf
+    }
+
+    pub(crate) fn settings(&self) -> &FeatureSettings {
+        &self.settings
+    }
+
+    /// The token plan [`Self::vectorize`] runs on; `None` for settings it cannot mirror.
+    pub(crate) fn plan(&self) -> Option<&TermPlan> {
+        self.plan.as_ref()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.idf.is_empty()
     }

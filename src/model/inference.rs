@@ -7,12 +7,20 @@
 //! linear heads of the sentiment and relevance models, [`FusedHeads`] puts the vocabularies of
 //! the heads that read one token stream (the emotion and polarity heads) behind one slot space
 //! and counts term frequencies in per-thread tables instead of collecting and sorting every hit.
+//! The classify stage itself runs all of them through one [`JointPlan`]: the union of every
+//! vocabulary behind a single per-thread token cache, whose entry for a token gives the column
+//! of each of its terms in every head. An event's tokens are then hashed once for all models,
+//! each token stream's terms are counted once for all heads that read it, and the per-model
+//! plans serve only callers of a single model (evaluation, tests) and the joint plan's
+//! fallbacks.
+//!
 //! The arithmetic is the same as the reference paths (`Head::probabilities`,
 //! `Vectorizer::vectorize`), in the same order, so the probabilities are bit-for-bit identical —
 //! the tests compare the two on real texts.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use std::hash::BuildHasher;
 
@@ -25,7 +33,7 @@ const ABSENT: u32 = u32::MAX;
 
 /// One head's numbers, as `Head` holds them.
 #[derive(Debug, Clone)]
-struct Table {
+pub(crate) struct Table {
     intercepts: Vec<f32>,
     /// Per column its idf then its `k` weights: `rows[column * (k + 1)..]`. One column's numbers
     /// share a cache line, which the separate arrays of `Head` do not: the tables are cold
@@ -198,10 +206,37 @@ impl FusedHeads {
 }
 
 impl Table {
+    /// A head as term-major rows: `idf[column]` then `weights[column * k..][..k]`.
+    pub(crate) fn new(intercepts: &[f32], idf: &[f32], weights: &[f32]) -> Option<Self> {
+        let k = intercepts.len();
+        if k == 0 || weights.len() != idf.len() * k {
+            return None;
+        }
+        let mut rows = Vec::with_capacity(idf.len() * (k + 1));
+        for (column, &idf) in idf.iter().enumerate() {
+            rows.push(idf);
+            rows.extend_from_slice(&weights[column * k..(column + 1) * k]);
+        }
+        Some(Table {
+            intercepts: intercepts.to_vec(),
+            rows,
+            columns: idf.len(),
+            k,
+        })
+    }
+
     /// `Head::tfidf` then `Head::probabilities` on `(column, count)` hits, columns ascending.
     fn probabilities(&self, f: &TextFeatures, hits: &mut [(u32, f32)]) -> Vec<f32> {
+        let mut z = self.margins(f.sublinear_tf, hits);
+        softmax(&mut z);
+        z
+    }
+
+    /// The margins before the softmax from `(column, count)` hits: TF-IDF weighting, L2 norm
+    /// and dot product, each summed in the order of `hits` (the caller's reference order).
+    fn margins(&self, sublinear_tf: bool, hits: &mut [(u32, f32)]) -> Vec<f32> {
         for (c, v) in hits.iter_mut() {
-            let tf = if f.sublinear_tf { 1.0 + v.ln() } else { *v };
+            let tf = if sublinear_tf { 1.0 + v.ln() } else { *v };
             *v = tf * self.rows[*c as usize * (self.k + 1)];
         }
         let norm = hits.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
@@ -218,7 +253,6 @@ impl Table {
                 *zc += v * w;
             }
         }
-        softmax(&mut z);
         z
     }
 }
@@ -644,6 +678,734 @@ impl TermPlan {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The joint plan: every head of the classify stage behind one token cache.
+
+/// Heads of a [`JointPlan`], in the order of a term's [`Columns`].
+pub(crate) const CATEGORY: usize = 0;
+pub(crate) const EMOTION: usize = 1;
+pub(crate) const POLARITY: usize = 2;
+pub(crate) const RELEVANCE: usize = 3;
+const HEADS: usize = 4;
+/// The first head of each member (category, sentiment, relevance) and how many it has.
+const MEMBER_HEADS: [(usize, usize); 3] = [(CATEGORY, 1), (EMOTION, 2), (RELEVANCE, 1)];
+
+/// One term's column in every head ([`ABSENT`] where a head does not know it).
+type Columns = [u32; HEADS];
+const NO_COLUMNS: Columns = [ABSENT; HEADS];
+
+/// A term of the joint vocabulary: its id (for counting) and its column in every head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Term {
+    id: u32,
+    columns: Columns,
+}
+const NO_TERM: Term = Term {
+    id: NONE,
+    columns: NO_COLUMNS,
+};
+
+/// The token streams of one event: the content tokens (category), the sentiment model's
+/// stream, and the content tokens without all-ASCII ones (relevance).
+const STREAMS: usize = 3;
+const STREAM_OF_HEAD: [usize; HEADS] = [0, 1, 1, 2];
+/// Term kinds in the reference walk order; a stream's hits are cut into these sections.
+const SECTIONS: usize = 4;
+
+/// Plans whose caches one thread keeps; the least recently added is dropped beyond that.
+const MAX_JOINT_CACHES_PER_THREAD: usize = 2;
+/// Joint plans the process keeps; the oldest is dropped beyond that (threads holding it keep
+/// it alive, a new request rebuilds it). One per set of loaded models; tests load many.
+const MAX_JOINT_PLANS: usize = 4;
+
+/// A joint plan in the process-wide list, by the ids of its members' plans; `None` records
+/// that those members cannot be joined, so that no event tries again.
+type SharedPlan = ([u64; 3], Option<Arc<JointPlan>>);
+
+/// One model's part of a [`JointPlan`]: its token plan and its heads.
+pub(crate) struct Member<'a> {
+    plan: &'a TermPlan,
+    /// Column of each of its heads per plan slot, `slots[slot * heads + i]`; `None` when the
+    /// slot is the column of its single head.
+    slots: Option<&'a [u32]>,
+    tables: Vec<Table>,
+    sublinear_tf: bool,
+}
+
+impl<'a> Member<'a> {
+    /// A one-head model whose plan slots are its columns (the category model).
+    pub fn single(plan: &'a TermPlan, table: Table, sublinear_tf: bool) -> Self {
+        Member {
+            plan,
+            slots: None,
+            tables: vec![table],
+            sublinear_tf,
+        }
+    }
+}
+
+impl FusedHeads {
+    /// These heads as a member of a [`JointPlan`]; `None` without a token plan.
+    pub(crate) fn member(&self, f: &TextFeatures) -> Option<Member<'_>> {
+        Some(Member {
+            plan: self.plan.as_ref()?,
+            slots: Some(&self.slots),
+            tables: self.tables.clone(),
+            sublinear_tf: f.sublinear_tf,
+        })
+    }
+
+    /// Id of the token plan, which names these heads' vocabulary.
+    pub(crate) fn plan_id(&self) -> Option<u64> {
+        self.plan.as_ref().map(|p| p.id)
+    }
+}
+
+impl TermPlan {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// The vocabularies of every head of the classify stage (category, emotion, polarity,
+/// relevance) compiled into one token plan: a token is hashed and looked up once per event,
+/// and its cached entry gives the columns of all heads at once, instead of three plans each
+/// resolving the event's tokens through its own cache. Matching is by term text, as in
+/// [`TermPlan`], so every head sees exactly the hits its own plan would give.
+pub(crate) struct JointPlan {
+    /// Ids of the member plans, in member order: which models this plan was built from.
+    members: [u64; 3],
+    /// Per head, its model's feature settings.
+    settings: [PlanSettings; HEADS],
+    sublinear_tf: [bool; HEADS],
+    tables: Vec<Table>,
+    /// Number of terms (ids `0..terms`).
+    terms: usize,
+    words: FxHashMap<Box<str>, Term>,
+    chars: FxHashMap<char, Term>,
+    char_pairs: FxHashMap<u64, Term>,
+    lefts: FxHashMap<Box<str>, u32>,
+    rights: FxHashMap<Box<str>, u32>,
+    pairs: FxHashMap<u64, Term>,
+}
+
+/// What [`JointPlan`] computed for one event; `None` for a head the caller must score by its
+/// model's own path (not asked for, or its stream is longer than its `max_chars`).
+#[derive(Debug, Default)]
+pub(crate) struct JointScores {
+    /// Category margins before temperature and softmax.
+    pub category: Option<Vec<f32>>,
+    /// Emotion and polarity probabilities.
+    pub sentiment: Option<(Vec<f32>, Vec<f32>)>,
+    /// Relevance probabilities.
+    pub relevance: Option<Vec<f32>>,
+}
+
+impl JointPlan {
+    /// From the members in order category, sentiment, relevance; `None` when their head
+    /// counts are not 1, 2, 1.
+    fn new(members: [Member<'_>; 3]) -> Option<Self> {
+        let settings = members[0].plan.settings;
+        let mut plan = JointPlan {
+            members: [members[0].plan.id, members[1].plan.id, members[2].plan.id],
+            settings: [settings; HEADS],
+            sublinear_tf: [false; HEADS],
+            tables: Vec::with_capacity(HEADS),
+            terms: 0,
+            words: FxHashMap::default(),
+            chars: FxHashMap::default(),
+            char_pairs: FxHashMap::default(),
+            lefts: FxHashMap::default(),
+            rights: FxHashMap::default(),
+            pairs: FxHashMap::default(),
+        };
+        for (member, (first, n)) in members.into_iter().zip(MEMBER_HEADS) {
+            if member.tables.len() != n {
+                return None;
+            }
+            let p = member.plan;
+            for h in first..first + n {
+                plan.settings[h] = p.settings;
+                plan.sublinear_tf[h] = member.sublinear_tf;
+            }
+            plan.tables.extend(member.tables);
+            // A head gets no column for a kind its model does not read: the hits of every
+            // kind can then be counted once for all heads of a stream.
+            let uses = [
+                p.settings.word_unigrams,
+                p.settings.word_bigrams,
+                p.settings.char_unigrams,
+                p.settings.char_bigrams,
+            ];
+            let columns = |slot: u32| {
+                let mut columns = NO_COLUMNS;
+                for i in 0..n {
+                    columns[first + i] = match member.slots {
+                        None => slot,
+                        Some(slots) => slots.get(slot as usize * n + i).copied().unwrap_or(ABSENT),
+                    };
+                }
+                columns
+            };
+            fn set<K: std::hash::Hash + Eq>(
+                map: &mut FxHashMap<K, Term>,
+                terms: &mut usize,
+                key: K,
+                columns: Columns,
+            ) {
+                let term = map.entry(key).or_insert_with(|| {
+                    *terms += 1;
+                    Term {
+                        id: (*terms - 1) as u32,
+                        columns: NO_COLUMNS,
+                    }
+                });
+                for (into, from) in term.columns.iter_mut().zip(columns) {
+                    if from != ABSENT {
+                        *into = from;
+                    }
+                }
+            }
+            let terms = &mut plan.terms;
+            if uses[0] {
+                for (word, &slot) in &p.words {
+                    set(&mut plan.words, terms, word.clone(), columns(slot));
+                }
+            }
+            if uses[2] {
+                for (&c, &slot) in &p.chars {
+                    set(&mut plan.chars, terms, c, columns(slot));
+                }
+            }
+            if uses[3] {
+                for (&pair, &slot) in &p.char_pairs {
+                    set(&mut plan.char_pairs, terms, pair, columns(slot));
+                }
+            }
+            if !uses[1] {
+                continue;
+            }
+            // Word pairs by text: the member's left and right ids mean nothing here.
+            let texts = |ids: &FxHashMap<Box<str>, u32>| {
+                let mut texts: FxHashMap<u32, Box<str>> = FxHashMap::default();
+                texts.extend(ids.iter().map(|(text, &id)| (id, text.clone())));
+                texts
+            };
+            let (lefts, rights) = (texts(&p.lefts), texts(&p.rights));
+            for (&pair, &slot) in &p.pairs {
+                let (Some(left), Some(right)) = (
+                    lefts.get(&((pair >> 32) as u32)),
+                    rights.get(&(pair as u32)),
+                ) else {
+                    continue;
+                };
+                let next = plan.lefts.len() as u32;
+                let left = *plan.lefts.entry(left.clone()).or_insert(next);
+                let next = plan.rights.len() as u32;
+                let right = *plan.rights.entry(right.clone()).or_insert(next);
+                set(&mut plan.pairs, terms, pack(left, right), columns(slot));
+            }
+        }
+        // Ids must stay below `NONE`, which marks "no term".
+        if plan.terms >= NONE as usize {
+            return None;
+        }
+        Some(plan)
+    }
+
+    /// The plan of these members, shared by every thread: built by the first caller, kept
+    /// in a bounded process-wide list; `None` when the members cannot be joined.
+    fn shared(members: [u64; 3], build: impl FnOnce() -> Option<JointPlan>) -> Option<Arc<Self>> {
+        static PLANS: Mutex<Vec<SharedPlan>> = Mutex::new(Vec::new());
+        // A panic while building leaves no half-made entry behind, so a poisoned list is fine.
+        let mut plans = PLANS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, plan)) = plans.iter().find(|(key, _)| *key == members) {
+            return plan.clone();
+        }
+        let plan = build().map(Arc::new);
+        if plans.len() >= MAX_JOINT_PLANS {
+            plans.remove(0);
+        }
+        plans.push((members, plan.clone()));
+        plan
+    }
+
+    /// Scores one event: `streams` are the content tokens, the sentiment model's tokens and
+    /// (derived here) the content tokens without the all-ASCII ones; `wanted` says which
+    /// heads to score. `None` when the event must take the models' own paths (a token too
+    /// long to cache, a full cache, no thread-local storage left).
+    pub fn scores(
+        members: [u64; 3],
+        build: impl FnOnce() -> Option<JointPlan>,
+        content: &[String],
+        sentiment: &[String],
+        wanted: [bool; HEADS],
+    ) -> Option<JointScores> {
+        JOINT_CACHES
+            .try_with(|caches| {
+                let mut caches = caches.try_borrow_mut().ok()?;
+                let at = match caches.iter().position(|c| c.plan.members == members) {
+                    Some(at) => at,
+                    None => {
+                        let plan = Self::shared(members, build)?;
+                        if caches.len() >= MAX_JOINT_CACHES_PER_THREAD {
+                            caches.remove(0);
+                        }
+                        caches.push(JointCache::new(plan));
+                        caches.len() - 1
+                    }
+                };
+                let cache = &mut caches[at];
+                if cache.full {
+                    cache.clear();
+                }
+                let plan = Arc::clone(&cache.plan);
+                plan.score(cache, content, sentiment, wanted)
+            })
+            .ok()
+            .flatten()
+    }
+
+    fn score(
+        &self,
+        cache: &mut JointCache,
+        content: &[String],
+        sentiment: &[String],
+        wanted: [bool; HEADS],
+    ) -> Option<JointScores> {
+        let limit = (0..HEADS)
+            .filter(|&h| wanted[h])
+            .map(|h| self.settings[h].max_chars)
+            .max()?;
+        let mut docs = std::mem::take(&mut cache.docs);
+        let mut totals = [0usize; STREAMS];
+        let mut ok = true;
+        if wanted[CATEGORY] || wanted[RELEVANCE] {
+            match self.resolve(cache, content, limit, &mut docs[0]) {
+                Some(total) => totals[0] = total,
+                None => ok = false,
+            }
+        }
+        if ok && (wanted[EMOTION] || wanted[POLARITY]) {
+            match self.resolve(cache, sentiment, limit, &mut docs[1]) {
+                Some(total) => totals[1] = total,
+                None => ok = false,
+            }
+        }
+        if !ok {
+            cache.docs = docs;
+            return None;
+        }
+        // Relevance reads the content tokens without the all-ASCII ones (place codes): the
+        // same terms as the content stream unless the event has such a token.
+        let (first, rest) = docs.split_at_mut(1);
+        let relevance_doc = &mut rest[1];
+        relevance_doc.clear();
+        let mut relevance_own = false;
+        if wanted[RELEVANCE] {
+            for &at in &first[0] {
+                let e = &cache.entries[at as usize];
+                if e.ascii {
+                    relevance_own = true;
+                } else {
+                    totals[2] += e.chars as usize;
+                    relevance_doc.push(at);
+                }
+            }
+        }
+        let stream_of = |h: usize| {
+            if h == RELEVANCE && !relevance_own {
+                0
+            } else {
+                STREAM_OF_HEAD[h]
+            }
+        };
+        let mut kinds = [[false; SECTIONS]; STREAMS];
+        for h in (0..HEADS).filter(|&h| wanted[h]) {
+            for (kind, used) in self.kinds(h).into_iter().enumerate() {
+                kinds[stream_of(h)][kind] |= used;
+            }
+        }
+        // Each stream's terms are counted once for all heads that read it: a head's columns
+        // are then read off the distinct terms, in the order they first occur.
+        let mut hits = std::mem::take(&mut cache.hits);
+        let mut distinct = std::mem::take(&mut cache.distinct);
+        for stream in 0..STREAMS {
+            distinct[stream].clear();
+            if kinds[stream].iter().any(|&u| u) {
+                self.collect(cache, &docs[stream], kinds[stream], &mut hits);
+                count_terms(
+                    &mut cache.term_counts,
+                    &mut cache.ids,
+                    self.terms,
+                    &hits,
+                    &mut distinct[stream],
+                );
+            }
+        }
+        cache.docs = docs;
+        cache.hits = hits;
+        let head = |h: usize, cache: &mut JointCache| -> Option<Vec<f32>> {
+            if !wanted[h] || totals[STREAM_OF_HEAD[h]] > self.settings[h].max_chars {
+                return None;
+            }
+            let table = &self.tables[h];
+            let counted = &mut cache.counted;
+            counted.clear();
+            counted.extend(
+                distinct[stream_of(h)]
+                    .iter()
+                    .filter(|(columns, _)| columns[h] != ABSENT)
+                    .map(|&(columns, count)| (columns[h], count)),
+            );
+            // The category model sums in the order of first occurrence, the linear heads in
+            // ascending column order.
+            if h != CATEGORY {
+                sort_by_column(counted, &mut cache.scratch, table.columns);
+            }
+            Some(table.margins(self.sublinear_tf[h], counted))
+        };
+        let category = head(CATEGORY, cache);
+        let emotion = head(EMOTION, cache);
+        let polarity = head(POLARITY, cache);
+        let relevance = head(RELEVANCE, cache).map(|mut z| {
+            softmax(&mut z);
+            z
+        });
+        cache.distinct = distinct;
+        Some(JointScores {
+            category,
+            sentiment: emotion.zip(polarity).map(|(mut e, mut p)| {
+                softmax(&mut e);
+                softmax(&mut p);
+                (e, p)
+            }),
+            relevance,
+        })
+    }
+
+    /// Which term kinds head `h` reads, in walk order (words, word pairs, characters,
+    /// character pairs).
+    fn kinds(&self, h: usize) -> [bool; SECTIONS] {
+        let s = &self.settings[h];
+        [
+            s.word_unigrams,
+            s.word_bigrams,
+            s.char_unigrams,
+            s.char_bigrams,
+        ]
+    }
+
+    /// Fills `doc` with the entries of the tokens that have characters, and returns their
+    /// characters in all; `None` as in [`Self::scores`], or when the total passes `limit`
+    /// (every head would decline, so the rest is not cached).
+    fn resolve(
+        &self,
+        cache: &mut JointCache,
+        tokens: &[String],
+        limit: usize,
+        doc: &mut Vec<u32>,
+    ) -> Option<usize> {
+        doc.clear();
+        let mut total = 0usize;
+        for token in tokens {
+            let short = token.len() <= INLINE_KEY_BYTES;
+            let hash = FxBuildHasher.hash_one(token.as_bytes());
+            let found = if short {
+                cache.index.get(&hash).copied()
+            } else {
+                cache.long.get(token.as_str()).copied()
+            };
+            let at = match found {
+                Some(at) => {
+                    let e = &cache.entries[at as usize];
+                    if short && &e.key[..usize::from(e.key_len)] != token.as_bytes() {
+                        // Two tokens with one 64-bit hash: the models' own paths decide.
+                        return None;
+                    }
+                    at
+                }
+                None => {
+                    if token.len() > MAX_CACHED_TOKEN_BYTES {
+                        return None;
+                    }
+                    if cache.entries.len() >= MAX_CACHED_TOKENS
+                        || cache.arena.len() >= MAX_ARENA_SLOTS
+                    {
+                        cache.full = true;
+                        return None;
+                    }
+                    let entry = self.entry(token, &mut cache.text, &mut cache.arena);
+                    let at = cache.entries.len() as u32;
+                    cache.entries.push(entry);
+                    if short {
+                        cache.index.insert(hash, at);
+                    } else {
+                        cache.long.insert(token.as_str().into(), at);
+                    }
+                    at
+                }
+            };
+            let chars = cache.entries[at as usize].chars as usize;
+            if chars > 0 {
+                total += chars;
+                if total > limit {
+                    return None;
+                }
+                doc.push(at);
+            }
+        }
+        Some(total)
+    }
+
+    /// Looks a new token's own terms up in every head; as [`TermPlan::entry`].
+    fn entry(&self, token: &str, text: &mut String, arena: &mut Vec<Term>) -> JointEntry {
+        let word = if token.chars().any(char::is_whitespace) {
+            text.clear();
+            text.extend(token.chars().filter(|c| !c.is_whitespace()));
+            text.as_str()
+        } else {
+            token
+        };
+        let start = arena.len();
+        let mut key = [0u8; INLINE_KEY_BYTES];
+        let key_len = if token.len() <= INLINE_KEY_BYTES {
+            key[..token.len()].copy_from_slice(token.as_bytes());
+            token.len() as u8
+        } else {
+            0
+        };
+        let mut entry = JointEntry {
+            key,
+            key_len,
+            ascii: token.is_ascii(),
+            chars: 0,
+            first: '\0',
+            last: '\0',
+            word: NO_TERM,
+            left: NONE,
+            right: NONE,
+            start: start as u32,
+            singles: 0,
+            pairs: 0,
+        };
+        let mut chars = word.chars();
+        let Some(first) = chars.next() else {
+            return entry;
+        };
+        entry.first = first;
+        entry.last = word.chars().next_back().unwrap_or(first);
+        entry.chars = word.chars().count() as u32;
+        entry.word = self.words.get(word).copied().unwrap_or(NO_TERM);
+        entry.left = self.lefts.get(word).copied().unwrap_or(NONE);
+        entry.right = self.rights.get(word).copied().unwrap_or(NONE);
+        arena.extend(word.chars().filter_map(|c| self.chars.get(&c).copied()));
+        let singles = arena.len() - start;
+        let mut previous = first;
+        for c in chars {
+            if let Some(&term) = self.char_pairs.get(&pack(previous as u32, c as u32)) {
+                arena.push(term);
+            }
+            previous = c;
+        }
+        entry.singles = singles as u32;
+        entry.pairs = (arena.len() - start - singles) as u32;
+        entry
+    }
+
+    /// The hits of one stream in the reference walk order (words, word pairs, characters,
+    /// character pairs), only the `wanted` sections; returns where each section starts.
+    fn collect(
+        &self,
+        cache: &JointCache,
+        doc: &[u32],
+        wanted: [bool; SECTIONS],
+        hits: &mut Vec<Term>,
+    ) {
+        let JointCache { entries, arena, .. } = cache;
+        let entry = |at: &u32| &entries[*at as usize];
+        hits.clear();
+        if wanted[0] {
+            hits.extend(
+                doc.iter()
+                    .map(entry)
+                    .filter(|e| e.word.id != NONE)
+                    .map(|e| e.word),
+            );
+        }
+        if wanted[1] && !self.pairs.is_empty() {
+            for pair in doc.windows(2) {
+                let (a, b) = (entry(&pair[0]), entry(&pair[1]));
+                if a.left != NONE && b.right != NONE {
+                    if let Some(&term) = self.pairs.get(&pack(a.left, b.right)) {
+                        hits.push(term);
+                    }
+                }
+            }
+        }
+        if wanted[2] {
+            for e in doc.iter().map(entry) {
+                let start = e.start as usize;
+                hits.extend_from_slice(&arena[start..start + e.singles as usize]);
+            }
+        }
+        if wanted[3] {
+            for (i, e) in doc.iter().map(entry).enumerate() {
+                let start = (e.start + e.singles) as usize;
+                hits.extend_from_slice(&arena[start..start + e.pairs as usize]);
+                if let Some(next) = doc.get(i + 1).map(entry) {
+                    if let Some(&term) =
+                        self.char_pairs.get(&pack(e.last as u32, next.first as u32))
+                    {
+                        hits.push(term);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The distinct terms of `hits` with their columns and counts, in order of first occurrence;
+/// `counts` (one per term id, all zero between calls) holds the counts meanwhile, `ids` the
+/// distinct ids.
+fn count_terms(
+    counts: &mut Vec<u32>,
+    ids: &mut Vec<u32>,
+    terms: usize,
+    hits: &[Term],
+    distinct: &mut Vec<(Columns, f32)>,
+) {
+    if counts.len() < terms {
+        counts.resize(terms, 0);
+    }
+    distinct.clear();
+    ids.clear();
+    for term in hits {
+        let count = &mut counts[term.id as usize];
+        if *count == 0 {
+            distinct.push((term.columns, 0.0));
+            ids.push(term.id);
+        }
+        *count += 1;
+    }
+    for ((_, v), &id) in distinct.iter_mut().zip(ids.iter()) {
+        // Counts stay far below 2^24 (a document has at most 100,000 characters), so the
+        // conversion is exact, as the reference's own count is.
+        *v = std::mem::take(&mut counts[id as usize]) as f32;
+    }
+}
+
+/// Sorts `(column, count)` pairs of distinct columns by column: a two-pass radix sort on
+/// 8-bit digits (a few hundred pairs on long messages, where a comparison sort cost more
+/// than the rest of the head), or a comparison sort for few pairs or columns past 2^16.
+fn sort_by_column(pairs: &mut Vec<(u32, f32)>, scratch: &mut Vec<(u32, f32)>, columns: usize) {
+    if pairs.len() < 64 || columns > 1 << 16 {
+        pairs.sort_unstable_by_key(|&(c, _)| c);
+        return;
+    }
+    scratch.clear();
+    scratch.resize(pairs.len(), (0, 0.0));
+    for shift in [0u32, 8] {
+        let digit = |c: u32| ((c >> shift) & 0xff) as usize;
+        let mut starts = [0usize; 257];
+        for &(c, _) in pairs.iter() {
+            starts[digit(c) + 1] += 1;
+        }
+        for d in 0..256 {
+            starts[d + 1] += starts[d];
+        }
+        for &pair in pairs.iter() {
+            let at = &mut starts[digit(pair.0)];
+            scratch[*at] = pair;
+            *at += 1;
+        }
+        std::mem::swap(pairs, scratch);
+    }
+}
+
+/// One token as the joint plan sees it: [`Entry`] with the columns of every head.
+#[derive(Debug, Clone, Copy)]
+struct JointEntry {
+    key: [u8; INLINE_KEY_BYTES],
+    key_len: u8,
+    /// All-ASCII token text: relevance skips it.
+    ascii: bool,
+    chars: u32,
+    first: char,
+    last: char,
+    word: Term,
+    left: u32,
+    right: u32,
+    /// `arena[start..start + singles]`: columns of its characters that are terms of some
+    /// head; then `pairs` of its inner character pairs.
+    start: u32,
+    singles: u32,
+    pairs: u32,
+}
+
+/// Per thread and joint plan: tokens seen → [`JointEntry`], and the buffers of one event.
+/// Bounded as [`TokenCache`] is, and emptied the same way when full.
+struct JointCache {
+    plan: Arc<JointPlan>,
+    index: FxHashMap<u64, u32>,
+    long: FxHashMap<Box<str>, u32>,
+    entries: Vec<JointEntry>,
+    arena: Vec<Term>,
+    full: bool,
+    /// Entries of each stream's tokens, in order.
+    docs: [Vec<u32>; STREAMS],
+    hits: Vec<Term>,
+    /// Per stream, its distinct terms' columns and counts, in order of first occurrence.
+    distinct: [Vec<(Columns, f32)>; STREAMS],
+    /// Count by term id (all zero between events).
+    term_counts: Vec<u32>,
+    ids: Vec<u32>,
+    counted: Vec<(u32, f32)>,
+    scratch: Vec<(u32, f32)>,
+    text: String,
+}
+
+impl JointCache {
+    fn new(plan: Arc<JointPlan>) -> Self {
+        JointCache {
+            plan,
+            index: FxHashMap::default(),
+            long: FxHashMap::default(),
+            entries: Vec::new(),
+            arena: Vec::new(),
+            full: false,
+            docs: Default::default(),
+            hits: Vec::new(),
+            distinct: Default::default(),
+            term_counts: Vec::new(),
+            ids: Vec::new(),
+            counted: Vec::new(),
+            scratch: Vec::new(),
+            text: String::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.long.clear();
+        self.entries.clear();
+        self.arena.clear();
+        self.full = false;
+    }
+}
+
+thread_local! {
+    static JOINT_CACHES: RefCell<Vec<JointCache>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Builds the joint plan of three members (category, sentiment, relevance), for
+/// [`JointPlan::scores`].
+pub(crate) fn joint_plan(members: [Member<'_>; 3]) -> Option<JointPlan> {
+    JointPlan::new(members)
+}
+
 /// Up to `limit` real Weibo posts and citizen messages from `../shared/data` for the equality
 /// tests of the fast paths; none (with a loud note) where the data is absent.
 #[cfg(test)]
@@ -852,6 +1614,85 @@ mod tests {
         assert!(
             fast_taken * 10 >= texts.len() * 9,
             "fast path taken {fast_taken}/{}",
+            texts.len()
+        );
+    }
+
+    /// The classify stage's joint scoring gives every model's own output bit for bit, on real
+    /// posts and messages, social or not; and it is the path taken for nearly all of them.
+    #[test]
+    fn joint_classification_equals_each_model_bit_for_bit() {
+        let models = crate::config::ModelsConfig::default();
+        let segmenter = crate::assets::load_segmenter(&models).expect("embedded segmenter");
+        let category = crate::assets::load_category_model(&models).expect("category");
+        let sentiment = crate::assets::load_sentiment_model(&models).expect("sentiment");
+        let relevance = crate::assets::load_relevance_model(&models).expect("relevance");
+        let classifiers = crate::model::Classifiers {
+            category: &category,
+            sentiment: &sentiment,
+            relevance: &relevance,
+        };
+        let mut texts: Vec<String> = [
+            "小区门口的路灯坏了三天，晚上很黑，请尽快维修",
+            "A3区西湖路占道经营严重 B6 http://t.cn/A6vd7HC4 求管管",
+            "今天天气真好和朋友去吃火锅，开心",
+            "ok",
+            "",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        texts.extend(shared_texts(3000));
+        let mut joint_taken = 0;
+        for (i, text) in texts.iter().enumerate() {
+            let segmented = segmenter.segment(&crate::text::emoticons::strip_emoticons(text), 0);
+            let for_sentiment = match sentiment.tokens() {
+                crate::model::sentiment::Tokens::Words => &segmented.words,
+                crate::model::sentiment::Tokens::Content => &segmented.tokens,
+            };
+            let social = i % 2 == 0;
+            let got = classifiers.classify(&segmented, social);
+            let category_alone = category.predict(&segmented.tokens);
+            let sentiment_alone = sentiment.predict(for_sentiment);
+            assert_eq!(got.category.category, category_alone.category, "{text}");
+            assert_eq!(
+                got.category.confidence.to_bits(),
+                category_alone.confidence.to_bits(),
+                "{text}"
+            );
+            assert_eq!(got.sentiment.emotion, sentiment_alone.emotion, "{text}");
+            assert_eq!(
+                got.sentiment.emotion_confidence.to_bits(),
+                sentiment_alone.emotion_confidence.to_bits(),
+                "{text}"
+            );
+            assert_eq!(
+                got.sentiment.sentiment.to_bits(),
+                sentiment_alone.sentiment.to_bits(),
+                "{text}"
+            );
+            let relevance_alone = social.then(|| relevance.relevance(&segmented.tokens));
+            assert_eq!(
+                got.relevance.map(f32::to_bits),
+                relevance_alone.map(f32::to_bits),
+                "{text}"
+            );
+            // And the reference heads agree with both.
+            if social {
+                assert_eq!(
+                    got.relevance.map(f32::to_bits),
+                    Some(relevance.relevance_reference(&segmented.tokens).to_bits()),
+                    "{text}"
+                );
+            }
+            let scores = classifiers.joint_scores(&segmented.tokens, for_sentiment, social);
+            if scores.category.is_some() && scores.sentiment.is_some() {
+                joint_taken += 1;
+            }
+        }
+        assert!(
+            joint_taken * 10 >= texts.len() * 9,
+            "joint path taken {joint_taken}/{}",
             texts.len()
         );
     }

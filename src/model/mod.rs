@@ -8,7 +8,8 @@
 //! probabilities by a softmax with a temperature fitted on out-of-fold predictions, so that the confidence is calibrated; it is
 //! stored as JSON (format documented in `models/README.md`). Inference is a sparse dot product
 //! over features that come, for most documents, from the per-thread token cache of
-//! [`inference::TermPlan`] rather than from hashing every term.
+//! [`inference::TermPlan`] rather than from hashing every term. [`Classifiers`] scores it
+//! together with the sentiment and relevance models, as the classify stage runs them.
 
 pub mod data;
 pub mod eval;
@@ -30,6 +31,10 @@ pub use features::{FeatureSettings, FEATURE_VERSION};
 pub use train::{train_category_model, TrainOptions, TrainReport};
 
 use features::{SparseVector, Vectorizer};
+use relevance::RelevanceModel;
+use sentiment::{SentimentModel, SentimentPrediction, Tokens};
+
+use crate::text::segment::Segmented;
 
 /// Identifies the file kind, so that loading some other JSON fails with a clear message.
 const FORMAT_NAME: &str = "citypulse-category-model";
@@ -272,6 +277,26 @@ impl CategoryModel {
         }
     }
 
+    /// [`Self::predict`] from the margins [`Self::margins`] would give.
+    fn prediction_of_margins(&self, mut z: Vec<f32>) -> CategoryPrediction {
+        self.calibrate(&mut z);
+        let (best, confidence) = argmax(&z);
+        CategoryPrediction {
+            category: self.categories[best].clone(),
+            confidence,
+        }
+    }
+
+    /// This model as a member of the classify stage's joint plan; `None` without a token plan.
+    fn joint_member(&self) -> Option<inference::Member<'_>> {
+        let table = inference::Table::new(&self.intercepts, self.vectorizer.idf(), &self.weights)?;
+        Some(inference::Member::single(
+            self.vectorizer.plan()?,
+            table,
+            self.vectorizer.settings().sublinear_tf,
+        ))
+    }
+
     /// Probability of every category, in [`Self::categories`] order; sums to 1. With no known
     /// term (or no tokens) this is the softmax of the intercepts: the training prior, low
     /// confidence.
@@ -336,6 +361,89 @@ impl CategoryModel {
     /// Number of vocabulary terms.
     pub fn vocabulary_len(&self) -> usize {
         self.vectorizer.len()
+    }
+}
+
+/// The three models of the classify stage, scored together by [`Self::classify`].
+#[derive(Clone, Copy)]
+pub struct Classifiers<'a> {
+    pub category: &'a CategoryModel,
+    pub sentiment: &'a SentimentModel,
+    pub relevance: &'a RelevanceModel,
+}
+
+/// What the classify stage gives for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub category: CategoryPrediction,
+    pub sentiment: SentimentPrediction,
+    /// Relevance of a social post; `None` for the other channels, which are not scored.
+    pub relevance: Option<f32>,
+}
+
+impl Classifiers<'_> {
+    /// Category, emotion/sentiment and (when `social`) relevance of one segmented event:
+    /// exactly what `category.predict(&tokens)`, `sentiment.predict(..)` on the stream it
+    /// reads and `relevance.relevance(&tokens)` give, bit for bit. The event's tokens are
+    /// resolved once for all models through the joint plan of [`inference::JointPlan`]; a
+    /// model whose input the plan declines is scored by its own path.
+    pub fn classify(&self, segmented: &Segmented, social: bool) -> Classification {
+        let content = &segmented.tokens;
+        let for_sentiment = match self.sentiment.tokens() {
+            Tokens::Words => &segmented.words,
+            Tokens::Content => &segmented.tokens,
+        };
+        let joint = self.joint_scores(content, for_sentiment, social);
+        let category = match joint.category {
+            Some(z) => self.category.prediction_of_margins(z),
+            None => self.category.predict(content),
+        };
+        let sentiment = match joint.sentiment {
+            Some((emotions, polarity)) => self.sentiment.prediction(&emotions, &polarity),
+            None => self.sentiment.predict(for_sentiment),
+        };
+        let relevance = social.then(|| match joint.relevance {
+            Some(p) => p[1],
+            None => self.relevance.relevance(content),
+        });
+        Classification {
+            category,
+            sentiment,
+            relevance,
+        }
+    }
+
+    pub(crate) fn joint_scores(
+        &self,
+        content: &[String],
+        for_sentiment: &[String],
+        social: bool,
+    ) -> inference::JointScores {
+        let ids = (
+            self.category.vectorizer.plan().map(|p| p.id()),
+            self.sentiment.plan_id(),
+            self.relevance.plan_id(),
+        );
+        let (Some(category), Some(sentiment), Some(relevance)) = ids else {
+            return Default::default();
+        };
+        let build = || {
+            inference::joint_plan([
+                self.category.joint_member()?,
+                self.sentiment.joint_member()?,
+                self.relevance.joint_member()?,
+            ])
+        };
+        let mut wanted = [true; 4];
+        wanted[inference::RELEVANCE] = social;
+        inference::JointPlan::scores(
+            [category, sentiment, relevance],
+            build,
+            content,
+            for_sentiment,
+            wanted,
+        )
+        .unwrap_or_default()
     }
 }
 

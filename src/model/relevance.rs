@@ -139,6 +139,16 @@ impl RelevanceModel {
         self.fused.probabilities(&self.features, &keys)[0][1]
     }
 
+    /// This model's head as a member of the classify stage's joint plan.
+    pub(crate) fn joint_member(&self) -> Option<super::inference::Member<'_>> {
+        self.fused.member(&self.features)
+    }
+
+    /// Names the vocabulary of [`Self::joint_member`].
+    pub(crate) fn plan_id(&self) -> Option<u64> {
+        self.fused.plan_id()
+    }
+
     /// The same score through the reference `Head::probabilities`, for the equality tests.
     #[cfg(test)]
     pub(crate) fn relevance_reference(&self, tokens: &[String]) -> f32 {

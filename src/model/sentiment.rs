@@ -273,7 +273,17 @@ impl SentimentModel {
                 linear::term_keys(&self.features, tokens, &mut keys);
                 self.fused.probabilities(&self.features, &keys)
             });
-        self.prediction(&heads)
+        self.prediction(&heads[0], &heads[1])
+    }
+
+    /// This model's heads as a member of the classify stage's joint plan.
+    pub(crate) fn joint_member(&self) -> Option<super::inference::Member<'_>> {
+        self.fused.member(&self.features)
+    }
+
+    /// Names the vocabulary of [`Self::joint_member`].
+    pub(crate) fn plan_id(&self) -> Option<u64> {
+        self.fused.plan_id()
     }
 
     /// Whether [`Self::predict`] takes the token plan for this document.
@@ -283,8 +293,7 @@ impl SentimentModel {
     }
 
     /// The prediction from the probabilities of the emotion and the polarity head.
-    fn prediction(&self, heads: &[Vec<f32>]) -> SentimentPrediction {
-        let (emotions, polarity) = (&heads[0], &heads[1]);
+    pub(crate) fn prediction(&self, emotions: &[f32], polarity: &[f32]) -> SentimentPrediction {
         let (best, emotion_confidence) = linear::argmax(emotions);
         let emotion = Emotion::ALL
             .into_iter()
