@@ -158,10 +158,13 @@ pub async fn run(options: &KafkaBenchOptions) -> Result<KafkaBenchReport, KafkaB
     )?);
     let mut workloads = Vec::new();
     if options.workload != WorkloadChoice::Short {
-        workloads.push(long_workload(&options.shared_data, options.seed)?);
+        workloads.push(Arc::new(long_workload(&options.shared_data, options.seed)?));
     }
     if options.workload != WorkloadChoice::Long {
-        workloads.push(short_workload(&options.shared_data, options.seed)?);
+        workloads.push(Arc::new(short_workload(
+            &options.shared_data,
+            options.seed,
+        )?));
     }
     let mut reports = Vec::new();
     for (n, workload) in workloads.iter().enumerate() {
@@ -182,7 +185,7 @@ async fn measure(
     options: &KafkaBenchOptions,
     mut config: PipelineConfig,
     stages: Arc<Stages>,
-    workload: &Workload,
+    workload: &Arc<Workload>,
 ) -> Result<KafkaWorkloadReport, KafkaBenchError> {
     let cluster = MockCluster::new(1).map_err(KafkaBenchError::Broker)?;
     // The mock broker holds a fetch of a caught-up partition open for the whole
@@ -229,7 +232,7 @@ async fn measure(
     // order, and nothing it would drop as from the future.
     let first_at = Utc::now().with_timezone(&china_standard_time())
         - TimeDelta::seconds((options.messages + latency_records) as i64);
-    let at = |i: usize| first_at + TimeDelta::seconds(i as i64);
+    let at = move |i: usize| first_at + TimeDelta::seconds(i as i64);
 
     let metrics = stages.metrics.clone();
     // A record is done when stage 2 acknowledged its outputs (the latency histogram counts
@@ -282,10 +285,12 @@ async fn measure(
         let topic = input_topic.clone();
         let (metrics, channel) = (metrics.clone(), workload.channel);
         let consumed_before = consumed();
-        let records: Vec<Vec<u8>> = (0..options.messages)
-            .map(|i| workload.record(i, at(i)))
-            .collect();
+        let workload = workload.clone();
+        let count = options.messages;
         tokio::spawn(async move {
+            // Built as they go out rather than all before: the bench's own buffers would
+            // otherwise dominate the peak RSS it reports.
+            let records = (0..count).map(|i| workload.record(i, at(i)));
             let bulk = producer(&brokers, "5")?;
             let backlog = move |produced: usize| {
                 let consumed = metrics
@@ -297,6 +302,8 @@ async fn measure(
             produce_records(&bulk, &topic, records, None, Some(&backlog)).await
         })
     };
+    // Stops the producer should the measurement give up on a stall.
+    let mut producing = AbortOnDrop(producing);
 
     // Throughput: from the first record settled to the last.
     let target = settled_before + options.messages as u64;
@@ -327,7 +334,7 @@ async fn measure(
             break;
         }
     }
-    match producing.await {
+    match (&mut producing.0).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(error),
         Err(_) => return Err(KafkaBenchError::Producer(KafkaError::Canceled)),
@@ -350,8 +357,7 @@ async fn measure(
             workload.name, options.rate
         );
         let records = (options.messages..options.messages + latency_records)
-            .map(|i| workload.record(i, at(i)))
-            .collect();
+            .map(|i| workload.record(i, at(i)));
         let before = buckets(&metrics);
         let paced = producer(&config.kafka.brokers, "0")?;
         let started = Instant::now();
@@ -393,6 +399,15 @@ fn producer(brokers: &str, linger_ms: &str) -> Result<FutureProducer, KafkaBench
         .map_err(KafkaBenchError::Producer)
 }
 
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Maximum records produced but not yet consumed in the throughput phase (see `measure`).
 const MAX_BACKLOG: usize = 2_000;
 
@@ -403,13 +418,13 @@ const MAX_BACKLOG: usize = 2_000;
 async fn produce_records(
     producer: &FutureProducer,
     topic: &str,
-    records: Vec<Vec<u8>>,
+    records: impl ExactSizeIterator<Item = Vec<u8>>,
     rate: Option<f64>,
     backlog: Option<&(dyn Fn(usize) -> usize + Send + Sync)>,
 ) -> Result<(), KafkaBenchError> {
     let started = Instant::now();
     let mut deliveries = Vec::with_capacity(records.len());
-    for (i, payload) in records.iter().enumerate() {
+    for (i, payload) in records.enumerate() {
         if let Some(rate) = rate {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             if due > Instant::now() + Duration::from_millis(1) {
@@ -422,7 +437,7 @@ async fn produce_records(
             }
         }
         let key = i.to_string();
-        let mut record = FutureRecord::to(topic).key(&key).payload(payload);
+        let mut record = FutureRecord::to(topic).key(&key).payload(&payload);
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {
