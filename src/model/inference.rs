@@ -375,44 +375,142 @@ struct Entry {
     pairs: u32,
 }
 
-/// Per thread and plan: tokens seen → [`Entry`], and the buffers of one document.
-struct TokenCache {
-    plan: u64,
-    /// Hash of a short token's text → entry, whose `key` confirms the match.
+/// A cached token's entry, as [`TokenTable`] needs to read it.
+trait CachedToken {
+    /// The token's text when it is at most [`INLINE_KEY_BYTES`] long.
+    fn key(&self) -> &[u8];
+    /// Characters after whitespace is dropped; 0 for a token the features skip.
+    fn chars(&self) -> u32;
+}
+
+impl CachedToken for Entry {
+    fn key(&self) -> &[u8] {
+        &self.key[..usize::from(self.key_len)]
+    }
+    fn chars(&self) -> u32 {
+        self.chars
+    }
+}
+
+/// Tokens one thread has seen → their entries `E` (whose term lists live in `arena`), for a
+/// per-model [`TokenCache`] and the [`JointCache`] alike. Bounded by [`MAX_CACHED_TOKENS`]
+/// and [`MAX_ARENA_SLOTS`]: a document that finds it full is declined and the table is
+/// emptied before the next one.
+struct TokenTable<E, A> {
+    /// Hash of a short token's text → entry, whose key confirms the match.
     index: FxHashMap<u64, u32>,
     /// Longer tokens (rare) by their text.
     long: FxHashMap<Box<str>, u32>,
-    entries: Vec<Entry>,
-    arena: Vec<u32>,
-    /// Set when a document found the cache full; emptied before the next document.
+    entries: Vec<E>,
+    arena: Vec<A>,
+    /// Set when a document found the table full; emptied before the next document.
     full: bool,
+    text: String,
+}
+
+impl<E: CachedToken, A> TokenTable<E, A> {
+    fn new() -> Self {
+        TokenTable {
+            index: FxHashMap::default(),
+            long: FxHashMap::default(),
+            entries: Vec::new(),
+            arena: Vec::new(),
+            full: false,
+            text: String::new(),
+        }
+    }
+
+    /// Empties a table that a document found full; called before each document.
+    fn clear_if_full(&mut self) {
+        if self.full {
+            self.index.clear();
+            self.long.clear();
+            self.entries.clear();
+            self.arena.clear();
+            self.full = false;
+        }
+    }
+
+    /// Fills `doc` with the entries of the tokens that have characters (building the entry
+    /// of a new token with `make`) and returns their characters in all. `None` when the
+    /// document must take the models' reference paths: the total passes `limit` (the
+    /// reference cuts a long document there), a token too long to cache, a full table, or
+    /// two tokens with one hash.
+    fn resolve<'t>(
+        &mut self,
+        tokens: impl Iterator<Item = &'t String>,
+        limit: usize,
+        doc: &mut Vec<u32>,
+        mut make: impl FnMut(&str, &mut String, &mut Vec<A>) -> E,
+    ) -> Option<usize> {
+        doc.clear();
+        let mut total = 0usize;
+        for token in tokens {
+            let short = token.len() <= INLINE_KEY_BYTES;
+            let hash = FxBuildHasher.hash_one(token.as_bytes());
+            let found = if short {
+                self.index.get(&hash).copied()
+            } else {
+                self.long.get(token.as_str()).copied()
+            };
+            let at = match found {
+                Some(at) => {
+                    if short && self.entries[at as usize].key() != token.as_bytes() {
+                        return None;
+                    }
+                    at
+                }
+                None => {
+                    if token.len() > MAX_CACHED_TOKEN_BYTES {
+                        return None;
+                    }
+                    if self.entries.len() >= MAX_CACHED_TOKENS
+                        || self.arena.len() >= MAX_ARENA_SLOTS
+                    {
+                        self.full = true;
+                        return None;
+                    }
+                    let entry = make(token, &mut self.text, &mut self.arena);
+                    let at = self.entries.len() as u32;
+                    self.entries.push(entry);
+                    if short {
+                        self.index.insert(hash, at);
+                    } else {
+                        self.long.insert(token.as_str().into(), at);
+                    }
+                    at
+                }
+            };
+            let chars = self.entries[at as usize].chars() as usize;
+            if chars > 0 {
+                total += chars;
+                if total > limit {
+                    return None;
+                }
+                doc.push(at);
+            }
+        }
+        Some(total)
+    }
+}
+
+/// Per thread and plan: tokens seen → [`Entry`], and the buffers of one document.
+struct TokenCache {
+    plan: u64,
+    table: TokenTable<Entry, u32>,
     /// Entries of the current document's non-empty tokens, in order.
     doc: Vec<u32>,
     hits: Vec<u32>,
-    text: String,
 }
 
 impl TokenCache {
     fn new(plan: u64) -> Self {
         TokenCache {
             plan,
-            index: FxHashMap::default(),
-            long: FxHashMap::default(),
-            entries: Vec::new(),
-            arena: Vec::new(),
-            full: false,
+            table: TokenTable::new(),
             doc: Vec::new(),
             hits: Vec::new(),
-            text: String::new(),
         }
-    }
-
-    fn clear(&mut self) {
-        self.index.clear();
-        self.long.clear();
-        self.entries.clear();
-        self.arena.clear();
-        self.full = false;
     }
 }
 
@@ -494,9 +592,7 @@ impl TermPlan {
                     }
                 };
                 let cache = &mut caches[at];
-                if cache.full {
-                    cache.clear();
-                }
+                cache.table.clear_if_full();
                 self.resolve(cache, tokens, skip_ascii)?;
                 self.collect_hits(cache);
                 Some(score(&cache.hits))
@@ -508,59 +604,16 @@ impl TermPlan {
     /// Fills `cache.doc` with the entries of the document's tokens; `None` as in
     /// [`Self::with_hits`].
     fn resolve(&self, cache: &mut TokenCache, tokens: &[String], skip_ascii: bool) -> Option<()> {
-        cache.doc.clear();
-        let mut total = 0usize;
-        for token in tokens {
-            if skip_ascii && token.is_ascii() {
-                continue;
-            }
-            let short = token.len() <= INLINE_KEY_BYTES;
-            let hash = FxBuildHasher.hash_one(token.as_bytes());
-            let found = if short {
-                cache.index.get(&hash).copied()
-            } else {
-                cache.long.get(token.as_str()).copied()
-            };
-            let at = match found {
-                Some(at) => {
-                    let e = &cache.entries[at as usize];
-                    if short && &e.key[..usize::from(e.key_len)] != token.as_bytes() {
-                        // Two tokens with one 64-bit hash: this document takes the reference path.
-                        return None;
-                    }
-                    at
-                }
-                None => {
-                    if token.len() > MAX_CACHED_TOKEN_BYTES {
-                        return None;
-                    }
-                    if cache.entries.len() >= MAX_CACHED_TOKENS
-                        || cache.arena.len() >= MAX_ARENA_SLOTS
-                    {
-                        cache.full = true;
-                        return None;
-                    }
-                    let entry = self.entry(token, &mut cache.text, &mut cache.arena);
-                    let at = cache.entries.len() as u32;
-                    cache.entries.push(entry);
-                    if short {
-                        cache.index.insert(hash, at);
-                    } else {
-                        cache.long.insert(token.as_str().into(), at);
-                    }
-                    at
-                }
-            };
-            let chars = cache.entries[at as usize].chars as usize;
-            if chars > 0 {
-                total += chars;
-                if total > self.settings.max_chars {
-                    return None;
-                }
-                cache.doc.push(at);
-            }
-        }
-        Some(())
+        let tokens = tokens.iter().filter(|t| !(skip_ascii && t.is_ascii()));
+        cache
+            .table
+            .resolve(
+                tokens,
+                self.settings.max_chars,
+                &mut cache.doc,
+                |token, text, arena| self.entry(token, text, arena),
+            )
+            .map(|_| ())
     }
 
     /// Looks a new token's own terms up; their slot lists go to the end of `arena`.
@@ -629,12 +682,9 @@ impl TermPlan {
     /// `cache.hits` from `cache.doc`, in the reference walk order.
     fn collect_hits(&self, cache: &mut TokenCache) {
         let TokenCache {
-            entries,
-            arena,
-            doc,
-            hits,
-            ..
+            table, doc, hits, ..
         } = cache;
+        let TokenTable { entries, arena, .. } = table;
         let s = &self.settings;
         hits.clear();
         let entry = |at: &u32| &entries[*at as usize];
@@ -958,9 +1008,7 @@ impl JointPlan {
                     }
                 };
                 let cache = &mut caches[at];
-                if cache.full {
-                    cache.clear();
-                }
+                cache.table.clear_if_full();
                 let plan = Arc::clone(&cache.plan);
                 plan.score(cache, content, sentiment, wanted)
             })
@@ -1006,7 +1054,7 @@ impl JointPlan {
         let mut relevance_own = false;
         if wanted[RELEVANCE] {
             for &at in &first[0] {
-                let e = &cache.entries[at as usize];
+                let e = &cache.table.entries[at as usize];
                 if e.ascii {
                     relevance_own = true;
                 } else {
@@ -1108,56 +1156,11 @@ impl JointPlan {
         limit: usize,
         doc: &mut Vec<u32>,
     ) -> Option<usize> {
-        doc.clear();
-        let mut total = 0usize;
-        for token in tokens {
-            let short = token.len() <= INLINE_KEY_BYTES;
-            let hash = FxBuildHasher.hash_one(token.as_bytes());
-            let found = if short {
-                cache.index.get(&hash).copied()
-            } else {
-                cache.long.get(token.as_str()).copied()
-            };
-            let at = match found {
-                Some(at) => {
-                    let e = &cache.entries[at as usize];
-                    if short && &e.key[..usize::from(e.key_len)] != token.as_bytes() {
-                        // Two tokens with one 64-bit hash: the models' own paths decide.
-                        return None;
-                    }
-                    at
-                }
-                None => {
-                    if token.len() > MAX_CACHED_TOKEN_BYTES {
-                        return None;
-                    }
-                    if cache.entries.len() >= MAX_CACHED_TOKENS
-                        || cache.arena.len() >= MAX_ARENA_SLOTS
-                    {
-                        cache.full = true;
-                        return None;
-                    }
-                    let entry = self.entry(token, &mut cache.text, &mut cache.arena);
-                    let at = cache.entries.len() as u32;
-                    cache.entries.push(entry);
-                    if short {
-                        cache.index.insert(hash, at);
-                    } else {
-                        cache.long.insert(token.as_str().into(), at);
-                    }
-                    at
-                }
-            };
-            let chars = cache.entries[at as usize].chars as usize;
-            if chars > 0 {
-                total += chars;
-                if total > limit {
-                    return None;
-                }
-                doc.push(at);
-            }
-        }
-        Some(total)
+        cache
+            .table
+            .resolve(tokens.iter(), limit, doc, |token, text, arena| {
+                self.entry(token, text, arena)
+            })
     }
 
     /// Looks a new token's own terms up in every head; as [`TermPlan::entry`].
@@ -1224,7 +1227,7 @@ impl JointPlan {
         wanted: [bool; SECTIONS],
         hits: &mut Vec<Term>,
     ) {
-        let JointCache { entries, arena, .. } = cache;
+        let TokenTable { entries, arena, .. } = &cache.table;
         let entry = |at: &u32| &entries[*at as usize];
         hits.clear();
         if wanted[0] {
@@ -1349,11 +1352,7 @@ struct JointEntry {
 /// Bounded as [`TokenCache`] is, and emptied the same way when full.
 struct JointCache {
     plan: Arc<JointPlan>,
-    index: FxHashMap<u64, u32>,
-    long: FxHashMap<Box<str>, u32>,
-    entries: Vec<JointEntry>,
-    arena: Vec<Term>,
-    full: bool,
+    table: TokenTable<JointEntry, Term>,
     /// Entries of each stream's tokens, in order.
     docs: [Vec<u32>; STREAMS],
     hits: Vec<Term>,
@@ -1364,18 +1363,13 @@ struct JointCache {
     ids: Vec<u32>,
     counted: Vec<(u32, f32)>,
     scratch: Vec<(u32, f32)>,
-    text: String,
 }
 
 impl JointCache {
     fn new(plan: Arc<JointPlan>) -> Self {
         JointCache {
             plan,
-            index: FxHashMap::default(),
-            long: FxHashMap::default(),
-            entries: Vec::new(),
-            arena: Vec::new(),
-            full: false,
+            table: TokenTable::new(),
             docs: Default::default(),
             hits: Vec::new(),
             distinct: Default::default(),
@@ -1383,16 +1377,16 @@ impl JointCache {
             ids: Vec::new(),
             counted: Vec::new(),
             scratch: Vec::new(),
-            text: String::new(),
         }
     }
+}
 
-    fn clear(&mut self) {
-        self.index.clear();
-        self.long.clear();
-        self.entries.clear();
-        self.arena.clear();
-        self.full = false;
+impl CachedToken for JointEntry {
+    fn key(&self) -> &[u8] {
+        &self.key[..usize::from(self.key_len)]
+    }
+    fn chars(&self) -> u32 {
+        self.chars
     }
 }
 
@@ -1555,7 +1549,7 @@ mod tests {
             caches
                 .iter()
                 .find(|c| c.plan == plan.id)
-                .map_or(0, |c| c.entries.len())
+                .map_or(0, |c| c.table.entries.len())
         })
     }
 
