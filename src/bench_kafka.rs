@@ -62,36 +62,55 @@ pub enum WorkloadChoice {
     Both,
 }
 
-#[derive(Debug, Clone)]
+/// What to measure; the command-line arguments of `citypulse bench-kafka`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct KafkaBenchOptions {
-    pub shared_data: PathBuf,
-    /// Records produced before the pipeline starts (throughput phase).
+    /// Records produced while the pipeline runs (throughput phase).
+    #[arg(long, default_value_t = 50_000)]
     pub messages: usize,
     /// Partitions of the input and internal topics, and pipeline workers.
+    #[arg(long, default_value_t = 1)]
     pub partitions: usize,
     /// Records per second of the latency phase.
+    #[arg(long, default_value_t = 5_000.0)]
     pub rate: f64,
-    /// Length of the latency phase; 0 skips it.
+    /// Seconds of the latency phase (0 skips it).
+    #[arg(long, default_value_t = 10.0)]
     pub latency_seconds: f64,
+    /// Long 12345 work orders, short Weibo posts, or both.
+    #[arg(long, value_enum, default_value_t = WorkloadChoice::Both)]
     pub workload: WorkloadChoice,
-    /// librdkafka properties for the pipeline's clients, as `kafka.client` in a pipeline file.
+    /// A librdkafka property for the pipeline's clients (`kafka.client`), e.g.
+    /// `--client linger.ms=1`; repeatable.
+    #[arg(long, value_parser = parse_key_value)]
     pub client: Vec<(String, String)>,
+    /// The shared data directory; generated texts where it is absent.
+    #[arg(long, default_value = "../shared/data")]
+    pub shared_data: PathBuf,
     /// Seed of the generator used when the shared data is absent.
+    #[arg(skip = 7u64)]
     pub seed: u64,
 }
 
 impl Default for KafkaBenchOptions {
+    /// The command line's defaults.
     fn default() -> Self {
-        KafkaBenchOptions {
-            shared_data: PathBuf::from("../shared/data"),
-            messages: 50_000,
-            partitions: 1,
-            rate: 5_000.0,
-            latency_seconds: 10.0,
-            workload: WorkloadChoice::Both,
-            client: Vec::new(),
-            seed: 7,
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            options: KafkaBenchOptions,
         }
+        <Defaults as clap::Parser>::parse_from(["bench-kafka"]).options
+    }
+}
+
+/// `KEY=VALUE` of `--client`.
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
     }
 }
 
@@ -661,6 +680,20 @@ mod tests {
         let latency = short.latency.as_ref().expect("latency measured");
         assert_eq!(latency.samples, 200);
         assert!(latency.p50_ms.is_finite() && latency.p99_ms >= latency.p50_ms);
+    }
+
+    #[test]
+    fn defaults_are_the_command_lines_and_client_settings_parse() {
+        let options = KafkaBenchOptions::default();
+        assert_eq!((options.messages, options.partitions), (50_000, 1));
+        assert_eq!((options.rate, options.latency_seconds), (5_000.0, 10.0));
+        assert_eq!(options.seed, 7);
+        assert_eq!(
+            parse_key_value(" linger.ms = 1"),
+            Ok(("linger.ms".to_string(), "1".to_string()))
+        );
+        assert!(parse_key_value("linger.ms").is_err());
+        assert!(parse_key_value("=1").is_err());
     }
 
     #[test]

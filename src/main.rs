@@ -141,29 +141,7 @@ enum Command {
     /// End-to-end benchmark through Kafka (the embedded broker on loopback): records settled
     /// per second and per CPU-second, then p50/p99 latency from the input's broker timestamp
     /// to its outputs' acknowledgement at a steady rate. Pin with `taskset -c 0` for one core.
-    BenchKafka {
-        /// Records produced before the pipeline starts (throughput phase).
-        #[arg(long, default_value_t = 50_000)]
-        messages: usize,
-        /// Partitions of the input and internal topics, and pipeline workers.
-        #[arg(long, default_value_t = 1)]
-        partitions: usize,
-        /// Records per second of the latency phase.
-        #[arg(long, default_value_t = 5_000.0)]
-        rate: f64,
-        /// Seconds of the latency phase (0 skips it).
-        #[arg(long, default_value_t = 10.0)]
-        latency_seconds: f64,
-        #[arg(long, value_enum, default_value_t = citypulse::bench_kafka::WorkloadChoice::Both)]
-        workload: citypulse::bench_kafka::WorkloadChoice,
-        /// A librdkafka property for the pipeline's clients (`kafka.client`), e.g.
-        /// `--client linger.ms=1`; repeatable.
-        #[arg(long, value_parser = parse_key_value)]
-        client: Vec<(String, String)>,
-        /// The shared data directory; generated texts where it is absent.
-        #[arg(long, default_value = "../shared/data")]
-        shared_data: PathBuf,
-    },
+    BenchKafka(citypulse::bench_kafka::KafkaBenchOptions),
     /// Measure early warning: a generated multi-day stream on all four channels with injected
     /// incidents of known start and place, through the stages and detection; prints per
     /// incident whether and when it alerted, precision, false alerts per day, duplicate threads.
@@ -184,16 +162,6 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum Task {
     Category,
-}
-
-/// `KEY=VALUE` of `bench-kafka --client`.
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_string(), value.trim().to_string()))
-        }
-        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
-    }
 }
 
 fn main() -> ExitCode {
@@ -296,25 +264,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             citypulse::bench::print(&report, std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::BenchKafka {
-            messages,
-            partitions,
-            rate,
-            latency_seconds,
-            workload,
-            client,
-            shared_data,
-        } => {
-            let options = citypulse::bench_kafka::KafkaBenchOptions {
-                messages,
-                partitions,
-                rate,
-                latency_seconds,
-                workload,
-                client,
-                shared_data,
-                ..Default::default()
-            };
+        Command::BenchKafka(options) => {
             let report = citypulse::bench_kafka::run(&options).await?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
