@@ -4,12 +4,14 @@
 //! (librdkafka's mock cluster, spoken to over the Kafka protocol on loopback).
 //!
 //! It sits beside `bench` (which times the stages in memory) and measures what a deployment
-//! sees: records already in the input topic → outputs acknowledged by the broker. Two phases
-//! per workload:
-//! - **throughput**: `messages` records are produced before the pipeline starts; the rate is
-//!   the records settled (every output acknowledged, end of stage 2) per second between the
-//!   first and the last settling, and per CPU-second of the whole process (the broker, the
-//!   clients and both stages share it, so that figure is conservative);
+//! sees: records in the input topic → outputs acknowledged by the broker. Two phases per
+//! workload:
+//! - **throughput**: `messages` records are produced as fast as the pipeline takes them (at
+//!   most [`MAX_BACKLOG`] ahead, as the mock broker keeps only a few MB per partition); the
+//!   rate is the records settled (every output acknowledged, end of stage 2) per second
+//!   between the first and the last settling, and per CPU-second of the whole process (the
+//!   broker, the bench's producer, the clients and both stages share it, so that figure is
+//!   conservative);
 //! - **latency**: records are then produced at a steady `rate` for `latency_seconds`, and the
 //!   pipeline's own `citypulse_end_to_end_latency_seconds` histogram (input's broker timestamp
 //!   → last output acknowledged) gives p50 and p99, interpolated within its buckets as
