@@ -375,6 +375,83 @@ struct Entry {
     pairs: u32,
 }
 
+/// What every cached entry records of a token's text, whatever its plan.
+struct TokenText<'a> {
+    /// The token's text when it is at most [`INLINE_KEY_BYTES`] long (`key_len` bytes).
+    key: [u8; INLINE_KEY_BYTES],
+    key_len: u8,
+    /// The text the features read: the token without whitespace (almost no token has any).
+    word: &'a str,
+    chars: u32,
+    /// `None` for a token the features skip (nothing left without whitespace).
+    first: Option<char>,
+    last: char,
+}
+
+/// Where a token's character terms sit in its plan's arena.
+struct ArenaTerms {
+    start: u32,
+    singles: u32,
+    pairs: u32,
+}
+
+impl<'a> TokenText<'a> {
+    fn new(token: &'a str, scratch: &'a mut String) -> Self {
+        let word = if token.chars().any(char::is_whitespace) {
+            scratch.clear();
+            scratch.extend(token.chars().filter(|c| !c.is_whitespace()));
+            scratch.as_str()
+        } else {
+            token
+        };
+        let mut key = [0u8; INLINE_KEY_BYTES];
+        let key_len = if token.len() <= INLINE_KEY_BYTES {
+            key[..token.len()].copy_from_slice(token.as_bytes());
+            token.len() as u8
+        } else {
+            0
+        };
+        let first = word.chars().next();
+        TokenText {
+            key,
+            key_len,
+            word,
+            chars: if first.is_some() {
+                word.chars().count() as u32
+            } else {
+                0
+            },
+            first,
+            last: word.chars().next_back().unwrap_or('\0'),
+        }
+    }
+
+    /// Pushes the terms of the word's characters, then of its inner character pairs, onto
+    /// `arena`, in order.
+    fn push_char_terms<A>(
+        &self,
+        arena: &mut Vec<A>,
+        char_term: impl Fn(char) -> Option<A>,
+        pair_term: impl Fn(char, char) -> Option<A>,
+    ) -> ArenaTerms {
+        let start = arena.len();
+        arena.extend(self.word.chars().filter_map(char_term));
+        let singles = arena.len() - start;
+        let mut chars = self.word.chars();
+        if let Some(mut previous) = chars.next() {
+            for c in chars {
+                arena.extend(pair_term(previous, c));
+                previous = c;
+            }
+        }
+        ArenaTerms {
+            start: start as u32,
+            singles: singles as u32,
+            pairs: (arena.len() - start - singles) as u32,
+        }
+    }
+}
+
 /// A cached token's entry, as [`TokenTable`] needs to read it.
 trait CachedToken {
     /// The token's text when it is at most [`INLINE_KEY_BYTES`] long.
@@ -618,65 +695,49 @@ impl TermPlan {
 
     /// Looks a new token's own terms up; their slot lists go to the end of `arena`.
     fn entry(&self, token: &str, text: &mut String, arena: &mut Vec<u32>) -> Entry {
-        // The features skip whitespace inside a token; almost no token has any.
-        let word = if token.chars().any(char::is_whitespace) {
-            text.clear();
-            text.extend(token.chars().filter(|c| !c.is_whitespace()));
-            text.as_str()
-        } else {
-            token
-        };
-        let start = arena.len();
-        let mut key = [0u8; INLINE_KEY_BYTES];
-        let key_len = if token.len() <= INLINE_KEY_BYTES {
-            key[..token.len()].copy_from_slice(token.as_bytes());
-            token.len() as u8
-        } else {
-            0
-        };
-        let mut entry = Entry {
-            key,
-            key_len,
-            chars: 0,
-            first: '\0',
-            last: '\0',
-            word: NONE,
-            left: NONE,
-            right: NONE,
-            start: start as u32,
-            singles: 0,
-            pairs: 0,
-        };
-        let mut chars = word.chars();
-        let Some(first) = chars.next() else {
-            return entry;
-        };
-        entry.first = first;
-        entry.last = word.chars().next_back().unwrap_or(first);
-        entry.chars = word.chars().count() as u32;
-        if self.settings.word_unigrams {
-            entry.word = self.words.get(word).copied().unwrap_or(NONE);
-        }
-        if self.settings.word_bigrams {
-            entry.left = self.lefts.get(word).copied().unwrap_or(NONE);
-            entry.right = self.rights.get(word).copied().unwrap_or(NONE);
-        }
-        if self.settings.char_unigrams {
-            arena.extend(word.chars().filter_map(|c| self.chars.get(&c).copied()));
-        }
-        let singles = arena.len() - start;
-        if self.settings.char_bigrams {
-            let mut previous = first;
-            for c in chars {
-                if let Some(&slot) = self.char_pairs.get(&pack(previous as u32, c as u32)) {
-                    arena.push(slot);
-                }
-                previous = c;
+        let t = TokenText::new(token, text);
+        let s = &self.settings;
+        let (word, left, right) = match t.first {
+            None => (NONE, NONE, NONE),
+            Some(_) => {
+                let find = |map: &FxHashMap<Box<str>, u32>, on: bool| {
+                    on.then(|| map.get(t.word).copied())
+                        .flatten()
+                        .unwrap_or(NONE)
+                };
+                (
+                    find(&self.words, s.word_unigrams),
+                    find(&self.lefts, s.word_bigrams),
+                    find(&self.rights, s.word_bigrams),
+                )
             }
+        };
+        let terms = t.push_char_terms(
+            arena,
+            |c| {
+                s.char_unigrams
+                    .then(|| self.chars.get(&c).copied())
+                    .flatten()
+            },
+            |a, b| {
+                s.char_bigrams
+                    .then(|| self.char_pairs.get(&pack(a as u32, b as u32)).copied())
+                    .flatten()
+            },
+        );
+        Entry {
+            key: t.key,
+            key_len: t.key_len,
+            chars: t.chars,
+            first: t.first.unwrap_or('\0'),
+            last: t.last,
+            word,
+            left,
+            right,
+            start: terms.start,
+            singles: terms.singles,
+            pairs: terms.pairs,
         }
-        entry.singles = singles as u32;
-        entry.pairs = (arena.len() - start - singles) as u32;
-        entry
     }
 
     /// `cache.hits` from `cache.doc`, in the reference walk order.
@@ -1165,57 +1226,34 @@ impl JointPlan {
 
     /// Looks a new token's own terms up in every head; as [`TermPlan::entry`].
     fn entry(&self, token: &str, text: &mut String, arena: &mut Vec<Term>) -> JointEntry {
-        let word = if token.chars().any(char::is_whitespace) {
-            text.clear();
-            text.extend(token.chars().filter(|c| !c.is_whitespace()));
-            text.as_str()
-        } else {
-            token
+        let t = TokenText::new(token, text);
+        let (word, left, right) = match t.first {
+            None => (NO_TERM, NONE, NONE),
+            Some(_) => (
+                self.words.get(t.word).copied().unwrap_or(NO_TERM),
+                self.lefts.get(t.word).copied().unwrap_or(NONE),
+                self.rights.get(t.word).copied().unwrap_or(NONE),
+            ),
         };
-        let start = arena.len();
-        let mut key = [0u8; INLINE_KEY_BYTES];
-        let key_len = if token.len() <= INLINE_KEY_BYTES {
-            key[..token.len()].copy_from_slice(token.as_bytes());
-            token.len() as u8
-        } else {
-            0
-        };
-        let mut entry = JointEntry {
-            key,
-            key_len,
+        let terms = t.push_char_terms(
+            arena,
+            |c| self.chars.get(&c).copied(),
+            |a, b| self.char_pairs.get(&pack(a as u32, b as u32)).copied(),
+        );
+        JointEntry {
+            key: t.key,
+            key_len: t.key_len,
             ascii: token.is_ascii(),
-            chars: 0,
-            first: '\0',
-            last: '\0',
-            word: NO_TERM,
-            left: NONE,
-            right: NONE,
-            start: start as u32,
-            singles: 0,
-            pairs: 0,
-        };
-        let mut chars = word.chars();
-        let Some(first) = chars.next() else {
-            return entry;
-        };
-        entry.first = first;
-        entry.last = word.chars().next_back().unwrap_or(first);
-        entry.chars = word.chars().count() as u32;
-        entry.word = self.words.get(word).copied().unwrap_or(NO_TERM);
-        entry.left = self.lefts.get(word).copied().unwrap_or(NONE);
-        entry.right = self.rights.get(word).copied().unwrap_or(NONE);
-        arena.extend(word.chars().filter_map(|c| self.chars.get(&c).copied()));
-        let singles = arena.len() - start;
-        let mut previous = first;
-        for c in chars {
-            if let Some(&term) = self.char_pairs.get(&pack(previous as u32, c as u32)) {
-                arena.push(term);
-            }
-            previous = c;
+            chars: t.chars,
+            first: t.first.unwrap_or('\0'),
+            last: t.last,
+            word,
+            left,
+            right,
+            start: terms.start,
+            singles: terms.singles,
+            pairs: terms.pairs,
         }
-        entry.singles = singles as u32;
-        entry.pairs = (arena.len() - start - singles) as u32;
-        entry
     }
 
     /// The hits of one stream in the reference walk order (words, word pairs, characters,
