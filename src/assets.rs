@@ -99,7 +99,14 @@ pub fn load_stages(
     let model = load_category_model(&config.models)?;
     let sentiment = load_sentiment_model(&config.models)?;
     let relevance = load_relevance_model(&config.models)?;
-    let router = Router::new(&config.routing);
+    let recommended = model
+        .training_info()
+        .cv
+        .as_ref()
+        .and_then(|cv| cv.triage_threshold);
+    let (threshold, source) = Router::threshold(&config.routing, recommended);
+    tracing::info!(threshold, ?source, "category triage threshold");
+    let router = Router::new(&config.routing, recommended);
     let unknown: Vec<String> = config
         .routing
         .rules

@@ -96,9 +96,11 @@ pub struct ModelsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
-    /// Below this category confidence an event goes to triage instead of a department.
-    #[serde(default = "default_triage_threshold")]
-    pub triage_threshold: f32,
+    /// Below this category confidence an event goes to triage instead of a department. Unset:
+    /// the threshold the category model's file recommends (chosen on out-of-fold predictions
+    /// so that ≥ 97 % of auto-routed messages are right), so a retrained model brings its own.
+    #[serde(default)]
+    pub triage_threshold: Option<f32>,
     /// The `department` value of triaged events.
     #[serde(default = "default_triage_department")]
     pub triage_department: String,
@@ -224,11 +226,6 @@ fn default_true() -> bool {
 }
 fn default_session_timeout_ms() -> u64 {
     10_000
-}
-/// Chosen on out-of-fold predictions so that ≥ 97 % of auto-routed messages are right (see
-/// models/README.md); the model file records the same value.
-fn default_triage_threshold() -> f32 {
-    0.9
 }
 fn default_triage_department() -> String {
     "人工分拨".into()
@@ -492,11 +489,13 @@ impl PipelineConfig {
         }
 
         let routing = &self.routing;
-        if !(0.0..=1.0).contains(&routing.triage_threshold) {
-            problem(
-                "routing.triage_threshold",
-                format!("must be within [0, 1], got {}", routing.triage_threshold),
-            );
+        if let Some(threshold) = routing.triage_threshold {
+            if !(0.0..=1.0).contains(&threshold) {
+                problem(
+                    "routing.triage_threshold",
+                    format!("must be within [0, 1], got {threshold}"),
+                );
+            }
         }
         if !(0.0..=1.0).contains(&routing.relevance_threshold) {
             problem(

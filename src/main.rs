@@ -115,6 +115,12 @@ enum Command {
         folds: usize,
         #[arg(long, default_value_t = 20_201_127)]
         seed: u64,
+        /// L2 regularisation strength (linfa's alpha, on the loss summed over rows).
+        #[arg(long, default_value_t = model::train::ALPHA)]
+        alpha: f32,
+        /// L-BFGS iteration cap of each fit.
+        #[arg(long, default_value_t = model::train::MAX_ITERATIONS)]
+        max_iterations: u64,
     },
     /// Evaluate the category model on labelled data: per-class figures, confusion matrix,
     /// coverage and accuracy at each confidence threshold.
@@ -243,10 +249,14 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             out,
             folds,
             seed,
+            alpha,
+            max_iterations,
         } => {
             let mut options = model::train::TrainOptions::new(data, out);
             options.folds = folds;
             options.seed = seed;
+            options.alpha = alpha;
+            options.max_iterations = max_iterations;
             let report = model::train::train_category_model(&options)?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)

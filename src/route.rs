@@ -31,9 +31,25 @@ pub struct Router {
     police_department: String,
 }
 
+/// Triage threshold when neither the pipeline file nor the category model names one (a model
+/// trained without cross-validation has nothing to choose it from): the value the shipped
+/// model's 5-fold cross-validation chose before its threshold grid was refined.
+pub const FALLBACK_TRIAGE_THRESHOLD: f32 = 0.9;
+
+/// Where the router's triage threshold came from, for the start-up log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdSource {
+    PipelineFile,
+    ModelFile,
+    Fallback,
+}
+
 impl Router {
     /// Build from a validated config (channels that fail to parse were refused by validation).
-    pub fn new(config: &RoutingConfig) -> Self {
+    /// `model_threshold` is the triage threshold the category model file recommends; the
+    /// pipeline file's `routing.triage_threshold` overrides it.
+    pub fn new(config: &RoutingConfig, model_threshold: Option<f32>) -> Self {
+        let (triage_threshold, _) = Self::threshold(config, model_threshold);
         Router {
             rules: config
                 .rules
@@ -45,10 +61,27 @@ impl Router {
                     department: rule.department.clone(),
                 })
                 .collect(),
-            triage_threshold: config.triage_threshold,
+            triage_threshold,
             triage_department: config.triage_department.clone(),
             police_department: config.police_department.clone(),
         }
+    }
+
+    /// The triage threshold a router built from these would use, and where it comes from.
+    pub fn threshold(
+        config: &RoutingConfig,
+        model_threshold: Option<f32>,
+    ) -> (f32, ThresholdSource) {
+        match (config.triage_threshold, model_threshold) {
+            (Some(set), _) => (set, ThresholdSource::PipelineFile),
+            (None, Some(recommended)) => (recommended, ThresholdSource::ModelFile),
+            (None, None) => (FALLBACK_TRIAGE_THRESHOLD, ThresholdSource::Fallback),
+        }
+    }
+
+    /// Below this category confidence events go to triage.
+    pub fn triage_threshold(&self) -> f32 {
+        self.triage_threshold
     }
 
     /// Decide where an event goes.
@@ -122,7 +155,7 @@ mod tests {
                 department: "浏阳市住建局".into(),
             },
         );
-        Router::new(&config)
+        Router::new(&config, Some(0.86))
     }
 
     #[test]
@@ -162,5 +195,44 @@ mod tests {
     fn uncovered_categories_are_listed() {
         let cats = vec!["环境保护".to_string(), "外星人".to_string()];
         assert_eq!(router().uncovered_categories(&cats), vec!["外星人"]);
+    }
+
+    #[test]
+    fn pipeline_file_threshold_overrides_the_model_recommendation() {
+        let mut config = RoutingConfig::default();
+        assert_eq!(
+            Router::threshold(&config, Some(0.86)),
+            (0.86, ThresholdSource::ModelFile)
+        );
+        assert_eq!(
+            Router::threshold(&config, None),
+            (FALLBACK_TRIAGE_THRESHOLD, ThresholdSource::Fallback)
+        );
+        config.triage_threshold = Some(0.95);
+        assert_eq!(
+            Router::threshold(&config, Some(0.86)),
+            (0.95, ThresholdSource::PipelineFile)
+        );
+        let strict = Router::new(&config, Some(0.86));
+        assert_eq!(strict.triage_threshold(), 0.95);
+        assert_eq!(
+            strict
+                .decide(Channel::Hotline12345, None, "环境保护", 0.9)
+                .route,
+            Route::Triage
+        );
+        let recommended = Router::new(&RoutingConfig::default(), Some(0.86));
+        assert_eq!(
+            recommended
+                .decide(Channel::Hotline12345, None, "环境保护", 0.87)
+                .route,
+            Route::Routed
+        );
+        assert_eq!(
+            recommended
+                .decide(Channel::Hotline12345, None, "环境保护", 0.85)
+                .route,
+            Route::Triage
+        );
     }
 }

@@ -115,23 +115,7 @@ impl EvalReport {
         };
         let thresholds = THRESHOLDS
             .iter()
-            .map(|&threshold| {
-                let (covered, right) = truth.iter().zip(predicted).fold(
-                    (0usize, 0usize),
-                    |(covered, right), (&t, &(p, conf))| {
-                        if conf >= threshold {
-                            (covered + 1, right + usize::from(t == p))
-                        } else {
-                            (covered, right)
-                        }
-                    },
-                );
-                ThresholdMetrics {
-                    threshold,
-                    coverage: ratio(covered, n),
-                    accuracy: ratio(right, covered),
-                }
-            })
+            .map(|&threshold| coverage_at(truth, predicted, threshold))
             .collect();
         let mut bins = [(0usize, 0usize, 0f64); ECE_BINS];
         for (&t, &(p, conf)) in truth.iter().zip(predicted) {
@@ -177,6 +161,64 @@ impl EvalReport {
             reliability,
         }
     }
+}
+
+/// Share of predictions whose confidence is at least `threshold`, and the accuracy among them.
+pub fn coverage_at(
+    truth: &[usize],
+    predicted: &[(usize, f32)],
+    threshold: f32,
+) -> ThresholdMetrics {
+    let (covered, right) =
+        truth
+            .iter()
+            .zip(predicted)
+            .fold((0usize, 0usize), |(covered, right), (&t, &(p, conf))| {
+                if conf >= threshold {
+                    (covered + 1, right + usize::from(t == p))
+                } else {
+                    (covered, right)
+                }
+            });
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f32 / b as f32 };
+    ThresholdMetrics {
+        threshold,
+        coverage: ratio(covered, truth.len()),
+        accuracy: ratio(right, covered),
+    }
+}
+
+/// Step of the grid the triage threshold is chosen on (0.50, 0.51 … 0.99): finer than the
+/// reported [`THRESHOLDS`], so that the shipped threshold does not give away coverage between
+/// two reported rows.
+pub const TRIAGE_GRID_STEP: f32 = 0.01;
+
+/// The lowest threshold on the 0.50 … 0.99 grid from which on every higher grid threshold that
+/// still covers something keeps accuracy ≥ `target`, with its coverage and accuracy. Requiring
+/// the whole tail (not just the one row) keeps a lucky dip in the curve from being chosen.
+/// `None` when even 0.99 falls short.
+pub fn lowest_threshold_reaching(
+    truth: &[usize],
+    predicted: &[(usize, f32)],
+    target: f32,
+) -> Option<ThresholdMetrics> {
+    let steps = ((0.99 - 0.5) / TRIAGE_GRID_STEP).round() as usize;
+    let grid: Vec<ThresholdMetrics> = (0..=steps)
+        .map(|i| {
+            let threshold = ((0.5 + i as f32 * TRIAGE_GRID_STEP) * 100.0).round() / 100.0;
+            coverage_at(truth, predicted, threshold)
+        })
+        .collect();
+    let mut chosen = None;
+    for metrics in grid.into_iter().rev() {
+        if metrics.coverage > 0.0 && metrics.accuracy < target {
+            break;
+        }
+        if metrics.coverage > 0.0 {
+            chosen = Some(metrics);
+        }
+    }
+    chosen
 }
 
 /// Evaluates `model` on labelled token lists. A label the model does not know is an error naming
@@ -370,5 +412,32 @@ mod tests {
         assert_eq!(r.examples, 0);
         assert!(r.accuracy == 0.0 && r.ece == 0.0 && r.macro_f1 == 0.0);
         assert!(r.to_string().contains("examples 0"));
+    }
+
+    #[test]
+    fn triage_threshold_is_the_lowest_grid_point_whose_tail_reaches_the_target() {
+        // Right at 0.95 and 0.90, wrong at 0.80, right at 0.72 and 0.60, wrong at 0.55.
+        // For a 0.75 target, 0.60 passes on its own row (4/5) but 0.80 does not (2/3), so the
+        // tail rule stops at 0.81.
+        let truth = [0, 0, 0, 0, 0, 0];
+        let predicted = [
+            (0, 0.95),
+            (0, 0.90),
+            (1, 0.80),
+            (0, 0.72),
+            (0, 0.60),
+            (1, 0.55),
+        ];
+        let t = lowest_threshold_reaching(&truth, &predicted, 0.75).expect("a threshold");
+        assert!((t.threshold - 0.81).abs() < 1e-6, "{t:?}");
+        assert!((t.coverage - 2.0 / 6.0).abs() < 1e-6);
+        assert_eq!(t.accuracy, 1.0);
+        // Every row reaches 0.6, so the whole grid qualifies and 0.50 covers everything.
+        let lenient = lowest_threshold_reaching(&truth, &predicted, 0.6).expect("a threshold");
+        assert!((lenient.threshold - 0.5).abs() < 1e-6, "{lenient:?}");
+        assert_eq!(lenient.coverage, 1.0);
+        assert!((lenient.accuracy - 4.0 / 6.0).abs() < 1e-6);
+        // Nothing confident enough to be right at 97 %.
+        assert_eq!(lowest_threshold_reaching(&[0], &[(1, 0.999)], 0.97), None);
     }
 }

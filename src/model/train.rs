@@ -404,13 +404,11 @@ fn fit_temperature(margins: &[(Vec<f32>, usize)]) -> f32 {
     round(((lo + hi) / 2.0).exp() as f32, 4)
 }
 
-/// The lowest threshold of [`super::eval::THRESHOLDS`] whose covered predictions reach
+/// The triage threshold to ship: the lowest on the fine grid of
+/// [`super::eval::lowest_threshold_reaching`] whose out-of-fold auto-routed predictions reach
 /// [`TARGET_ROUTED_ACCURACY`], with its coverage and accuracy.
-fn triage_threshold(report: &EvalReport) -> (Option<f32>, f32, f32) {
-    report
-        .thresholds
-        .iter()
-        .find(|t| t.coverage > 0.0 && t.accuracy >= TARGET_ROUTED_ACCURACY)
+fn triage_threshold(truth: &[usize], predicted: &[(usize, f32)]) -> (Option<f32>, f32, f32) {
+    super::eval::lowest_threshold_reaching(truth, predicted, TARGET_ROUTED_ACCURACY)
         .map_or((None, 0.0, 0.0), |t| {
             (Some(t.threshold), t.coverage, t.accuracy)
         })
@@ -617,7 +615,8 @@ pub fn train_category_model(opts: &TrainOptions) -> Result<TrainReport, ModelErr
             })
             .unzip();
         let pooled = EvalReport::from_predictions(&categories, &truth, &predicted);
-        let (triage_threshold, routed_share, routed_accuracy) = triage_threshold(&pooled);
+        let (triage_threshold, routed_share, routed_accuracy) =
+            triage_threshold(&truth, &predicted);
         let m = fold_reports.len() as f32;
         let per_class_f1: BTreeMap<String, f32> = categories
             .iter()
