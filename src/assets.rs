@@ -105,7 +105,7 @@ pub fn load_stages(
         .as_ref()
         .and_then(|cv| cv.triage_threshold);
     let (threshold, source) = Router::threshold(&config.routing, recommended);
-    tracing::info!(threshold, ?source, "category triage threshold");
+    tracing::info!(threshold = %threshold, ?source, "category triage threshold");
     let router = Router::new(&config.routing, recommended);
     let unknown: Vec<String> = config
         .routing
