@@ -15,7 +15,9 @@
 //! - **latency**: records are then produced at a steady `rate` for `latency_seconds`, and the
 //!   pipeline's own `citypulse_end_to_end_latency_seconds` histogram (input's broker timestamp
 //!   → last output acknowledged) gives p50 and p99, interpolated within its buckets as
-//!   Prometheus' `histogram_quantile` does, and the share of records within 20 ms.
+//!   Prometheus' `histogram_quantile` does, and the share of records within 20 ms. Resident
+//!   memory is sampled once a second meanwhile ([`RssTrace`]): a long `--latency-seconds` run
+//!   shows whether it stays flat once the windows and caches have filled.
 //!
 //! "One core" is the affinity the process is started with (`taskset -c 0 citypulse
 //! bench-kafka`); the report prints how many CPUs it was allowed.
@@ -127,6 +129,105 @@ pub struct LatencyReport {
     pub p99_ms: f64,
     /// Share of records whose outputs were acknowledged within 20 ms.
     pub within_20ms: f64,
+    /// Resident memory while the phase ran.
+    pub rss: RssTrace,
+}
+
+/// Seconds between two resident-memory samples of the latency phase.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Most samples kept: a day at one a second. Beyond it every second sample is dropped and the
+/// interval doubles, so a longer run still covers its whole length.
+const MAX_RSS_SAMPLES: usize = 86_400;
+
+/// Resident set size (VmRSS, kB) sampled at a fixed interval over the latency phase. Steady
+/// means the last quarter's mean is not above the second quarter's: the first quarter is left
+/// out because detection windows, token caches and the broker's buffers fill then.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RssTrace {
+    pub interval: Duration,
+    pub samples_kb: Vec<u64>,
+}
+
+impl RssTrace {
+    fn push(&mut self, kb: u64) {
+        if self.samples_kb.len() >= MAX_RSS_SAMPLES {
+            let halved: Vec<u64> = self.samples_kb.iter().copied().step_by(2).collect();
+            self.samples_kb = halved;
+            self.interval *= 2;
+        }
+        self.samples_kb.push(kb);
+    }
+
+    pub fn max_kb(&self) -> Option<u64> {
+        self.samples_kb.iter().copied().max()
+    }
+
+    /// Mean of the last quarter of the samples minus the mean of the second quarter, in kB;
+    /// `None` with fewer than 4 samples.
+    pub fn late_growth_kb(&self) -> Option<f64> {
+        let n = self.samples_kb.len();
+        if n < 4 {
+            return None;
+        }
+        let mean = |part: &[u64]| part.iter().sum::<u64>() as f64 / part.len() as f64;
+        let quarter = n / 4;
+        Some(mean(&self.samples_kb[n - quarter..]) - mean(&self.samples_kb[quarter..2 * quarter]))
+    }
+}
+
+impl fmt::Display for RssTrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        let (Some(first), Some(last), Some(max)) = (
+            self.samples_kb.first(),
+            self.samples_kb.last(),
+            self.max_kb(),
+        ) else {
+            return write!(f, "RSS: not sampled");
+        };
+        write!(
+            f,
+            "RSS over the phase ({} samples, every {} s): start {:.1} MB, max {:.1} MB, end {:.1} MB",
+            self.samples_kb.len(),
+            self.interval.as_secs(),
+            mb(*first),
+            mb(max),
+            mb(*last)
+        )?;
+        if let Some(growth) = self.late_growth_kb() {
+            write!(
+                f,
+                "; last quarter vs second quarter {:+.1} MB",
+                growth / 1024.0
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Samples VmRSS every [`RSS_SAMPLE_EVERY`] until `stop` is cancelled.
+fn sample_rss(stop: CancellationToken) -> tokio::task::JoinHandle<RssTrace> {
+    tokio::spawn(async move {
+        let mut trace = RssTrace {
+            interval: RSS_SAMPLE_EVERY,
+            samples_kb: Vec::new(),
+        };
+        let mut tick = tokio::time::interval(RSS_SAMPLE_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Some(kb) = proc_status_kb("VmRSS") {
+                        trace.push(kb);
+                    }
+                }
+            }
+        }
+        if let Some(kb) = proc_status_kb("VmRSS") {
+            trace.push(kb);
+        }
+        trace
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -380,6 +481,8 @@ async fn measure(
         let records = (options.messages..options.messages + latency_records)
             .map(|i| workload.record(i, at(i)));
         let before = buckets(&metrics);
+        let stop_sampling = CancellationToken::new();
+        let sampling = sample_rss(stop_sampling.clone());
         let paced = producer(&config.kafka.brokers, "0")?;
         let started = Instant::now();
         produce_records(&paced, &input_topic, records, Some(options.rate), None).await?;
@@ -390,7 +493,15 @@ async fn measure(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let after = buckets(&metrics);
-        Some(latency_report(&before, &after, options.rate, produced_rate))
+        stop_sampling.cancel();
+        let rss = sampling.await.unwrap_or_default();
+        Some(latency_report(
+            &before,
+            &after,
+            options.rate,
+            produced_rate,
+            rss,
+        ))
     } else {
         None
     };
@@ -514,6 +625,7 @@ fn latency_report(
     after: &[(f64, u64)],
     target_rate: f64,
     produced_rate: f64,
+    rss: RssTrace,
 ) -> LatencyReport {
     let diff: Vec<(f64, u64)> = after
         .iter()
@@ -532,6 +644,7 @@ fn latency_report(
         p50_ms: histogram_quantile(0.50, &diff) * 1e3,
         p99_ms: histogram_quantile(0.99, &diff) * 1e3,
         within_20ms,
+        rss,
     }
 }
 
@@ -608,16 +721,19 @@ impl fmt::Display for KafkaBenchReport {
                 w.msgs_per_cpu_sec()
             )?;
             match &w.latency {
-                Some(l) => writeln!(
-                    f,
-                    "latency at {:.0} msg/s (produced {:.0}/s), {} records: p50 {:.1} ms, p99 {:.1} ms (within histogram buckets); {:.1} % within 20 ms",
-                    l.target_rate,
-                    l.produced_rate,
-                    l.samples,
-                    l.p50_ms,
-                    l.p99_ms,
-                    l.within_20ms * 100.0
-                )?,
+                Some(l) => {
+                    writeln!(
+                        f,
+                        "latency at {:.0} msg/s (produced {:.0}/s), {} records: p50 {:.1} ms, p99 {:.1} ms (within histogram buckets); {:.1} % within 20 ms",
+                        l.target_rate,
+                        l.produced_rate,
+                        l.samples,
+                        l.p50_ms,
+                        l.p99_ms,
+                        l.within_20ms * 100.0
+                    )?;
+                    writeln!(f, "{}", l.rss)?;
+                }
                 None => writeln!(f, "latency: not measured")?,
             }
         }
@@ -658,7 +774,7 @@ mod tests {
     fn latency_report_counts_only_the_phase() {
         let before = [(0.02, 10), (0.05, 10), (f64::INFINITY, 10)];
         let after = [(0.02, 100), (0.05, 110), (f64::INFINITY, 110)];
-        let report = latency_report(&before, &after, 5000.0, 4990.0);
+        let report = latency_report(&before, &after, 5000.0, 4990.0, RssTrace::default());
         assert_eq!(report.samples, 100);
         assert!((report.within_20ms - 0.9).abs() < 1e-12);
     }
@@ -682,6 +798,44 @@ mod tests {
         let latency = short.latency.as_ref().expect("latency measured");
         assert_eq!(latency.samples, 200);
         assert!(latency.p50_ms.is_finite() && latency.p99_ms >= latency.p50_ms);
+        // One sample when the phase starts and one when it ends, at least.
+        assert!(latency.rss.samples_kb.len() >= 2, "{:?}", latency.rss);
+        assert!(latency.rss.max_kb().is_some_and(|kb| kb > 10_000));
+    }
+
+    #[test]
+    fn rss_trace_compares_the_last_quarter_with_the_second() {
+        let mut trace = RssTrace {
+            interval: RSS_SAMPLE_EVERY,
+            samples_kb: Vec::new(),
+        };
+        assert_eq!(trace.late_growth_kb(), None);
+        assert_eq!(trace.to_string(), "RSS: not sampled");
+        // Warm-up 100 → 200, then flat at 200 but for one spike: steady.
+        for kb in [100, 150, 200, 200, 200, 900, 200, 200] {
+            trace.push(kb);
+        }
+        assert_eq!(trace.late_growth_kb(), Some(0.0));
+        assert_eq!(trace.max_kb(), Some(900));
+        // Still growing at the end: the last quarter (300, 400) against the second (200, 200).
+        trace.samples_kb = vec![100, 150, 200, 200, 250, 250, 300, 400];
+        assert_eq!(trace.late_growth_kb(), Some(150.0));
+        assert!(trace.to_string().contains("+0.1 MB"), "{trace}");
+    }
+
+    #[test]
+    fn rss_trace_stays_bounded_and_spans_the_whole_run() {
+        let mut trace = RssTrace {
+            interval: RSS_SAMPLE_EVERY,
+            samples_kb: Vec::new(),
+        };
+        for kb in 0..(MAX_RSS_SAMPLES as u64 + 1) {
+            trace.push(kb);
+        }
+        assert_eq!(trace.samples_kb.len(), MAX_RSS_SAMPLES / 2 + 1);
+        assert_eq!(trace.interval, RSS_SAMPLE_EVERY * 2);
+        assert_eq!(trace.samples_kb.first(), Some(&0));
+        assert_eq!(trace.samples_kb.last(), Some(&(MAX_RSS_SAMPLES as u64)));
     }
 
     #[test]
