@@ -86,7 +86,7 @@ fn bench_stages(c: &mut Criterion) {
     let sentiment_input: Vec<Vec<String>> = segmented
         .iter()
         .map(|s| match stages.sentiment.tokens() {
-            Tokens::Words => s.words.clone(),
+            Tokens::Words => s.words.iter().map(|w| w.to_string()).collect(),
             Tokens::Content => s.tokens.clone(),
         })
         .collect();

@@ -140,6 +140,8 @@ impl Stages {
         // Hotline and 110 records are reports by definition; only social posts are scored.
         let relevance = classified.relevance.unwrap_or(1.0);
         lap = self.lap(Stage::Classify, lap);
+        // The words borrow the text, which moves into the event below; only these two stay.
+        let (tokens, keywords) = (segmented.tokens, segmented.keywords);
 
         let decision = if relevance < self.relevance_threshold {
             RouteDecision {
@@ -177,7 +179,7 @@ impl Stages {
             author_hash: masked.author_hash,
             report_kind: masked.report_kind,
             engagement: masked.engagement,
-            keywords: segmented.keywords,
+            keywords,
             emotion: feeling.emotion.as_str().to_string(),
             sentiment: feeling.sentiment,
             relevance,
@@ -191,7 +193,7 @@ impl Stages {
         self.lap(Stage::Route, lap);
         Outcome::Event {
             event: Box::new(event),
-            tokens: segmented.tokens,
+            tokens,
         }
     }
 

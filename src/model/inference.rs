@@ -515,7 +515,7 @@ impl<E: CachedToken, A> TokenTable<E, A> {
     /// two tokens with one hash.
     fn resolve<'t>(
         &mut self,
-        tokens: impl Iterator<Item = &'t String>,
+        tokens: impl Iterator<Item = &'t str>,
         limit: usize,
         doc: &mut Vec<u32>,
         mut make: impl FnMut(&str, &mut String, &mut Vec<A>) -> E,
@@ -528,7 +528,7 @@ impl<E: CachedToken, A> TokenTable<E, A> {
             let found = if short {
                 self.index.get(&hash).copied()
             } else {
-                self.long.get(token.as_str()).copied()
+                self.long.get(token).copied()
             };
             let at = match found {
                 Some(at) => {
@@ -553,7 +553,7 @@ impl<E: CachedToken, A> TokenTable<E, A> {
                     if short {
                         self.index.insert(hash, at);
                     } else {
-                        self.long.insert(token.as_str().into(), at);
+                        self.long.insert(token.into(), at);
                     }
                     at
                 }
@@ -681,7 +681,10 @@ impl TermPlan {
     /// Fills `cache.doc` with the entries of the document's tokens; `None` as in
     /// [`Self::with_hits`].
     fn resolve(&self, cache: &mut TokenCache, tokens: &[String], skip_ascii: bool) -> Option<()> {
-        let tokens = tokens.iter().filter(|t| !(skip_ascii && t.is_ascii()));
+        let tokens = tokens
+            .iter()
+            .filter(|t| !(skip_ascii && t.is_ascii()))
+            .map(String::as_str);
         cache
             .table
             .resolve(
@@ -1047,11 +1050,11 @@ impl JointPlan {
     /// (derived here) the content tokens without the all-ASCII ones; `wanted` says which
     /// heads to score. `None` when the event must take the models' own paths (a token too
     /// long to cache, a full cache, no thread-local storage left).
-    pub fn scores(
+    pub fn scores<S: AsRef<str>>(
         members: [u64; 3],
         build: impl FnOnce() -> Option<JointPlan>,
         content: &[String],
-        sentiment: &[String],
+        sentiment: &[S],
         wanted: [bool; HEADS],
     ) -> Option<JointScores> {
         JOINT_CACHES
@@ -1077,11 +1080,11 @@ impl JointPlan {
             .flatten()
     }
 
-    fn score(
+    fn score<S: AsRef<str>>(
         &self,
         cache: &mut JointCache,
         content: &[String],
-        sentiment: &[String],
+        sentiment: &[S],
         wanted: [bool; HEADS],
     ) -> Option<JointScores> {
         let limit = (0..HEADS)
@@ -1210,18 +1213,19 @@ impl JointPlan {
     /// Fills `doc` with the entries of the tokens that have characters, and returns their
     /// characters in all; `None` as in [`Self::scores`], or when the total passes `limit`
     /// (every head would decline, so the rest is not cached).
-    fn resolve(
+    fn resolve<T: AsRef<str>>(
         &self,
         cache: &mut JointCache,
-        tokens: &[String],
+        tokens: &[T],
         limit: usize,
         doc: &mut Vec<u32>,
     ) -> Option<usize> {
-        cache
-            .table
-            .resolve(tokens.iter(), limit, doc, |token, text, arena| {
-                self.entry(token, text, arena)
-            })
+        cache.table.resolve(
+            tokens.iter().map(AsRef::as_ref),
+            limit,
+            doc,
+            |token, text, arena| self.entry(token, text, arena),
+        )
     }
 
     /// Looks a new token's own terms up in every head; as [`TermPlan::entry`].
@@ -1677,15 +1681,18 @@ mod tests {
         texts.extend(shared_texts(3000));
         let mut joint_taken = 0;
         for (i, text) in texts.iter().enumerate() {
-            let segmented = segmenter.segment(&crate::text::emoticons::strip_emoticons(text), 0);
-            let for_sentiment = match sentiment.tokens() {
-                crate::model::sentiment::Tokens::Words => &segmented.words,
-                crate::model::sentiment::Tokens::Content => &segmented.tokens,
+            let stripped = crate::text::emoticons::strip_emoticons(text);
+            let segmented = segmenter.segment(&stripped, 0);
+            let for_sentiment: Vec<String> = match sentiment.tokens() {
+                crate::model::sentiment::Tokens::Words => {
+                    segmented.words.iter().map(|w| w.to_string()).collect()
+                }
+                crate::model::sentiment::Tokens::Content => segmented.tokens.clone(),
             };
             let social = i % 2 == 0;
             let got = classifiers.classify(&segmented, social);
             let category_alone = category.predict(&segmented.tokens);
-            let sentiment_alone = sentiment.predict(for_sentiment);
+            let sentiment_alone = sentiment.predict(&for_sentiment);
             assert_eq!(got.category.category, category_alone.category, "{text}");
             assert_eq!(
                 got.category.confidence.to_bits(),
@@ -1717,7 +1724,7 @@ mod tests {
                     "{text}"
                 );
             }
-            let scores = classifiers.joint_scores(&segmented.tokens, for_sentiment, social);
+            let scores = classifiers.joint_scores(&segmented.tokens, &for_sentiment, social);
             if scores.category.is_some() && scores.sentiment.is_some() {
                 joint_taken += 1;
             }

@@ -387,12 +387,20 @@ impl Classifiers<'_> {
     /// reads and `relevance.relevance(&tokens)` give, bit for bit. The event's tokens are
     /// resolved once for all models through the joint plan of [`inference::JointPlan`]; a
     /// model whose input the plan declines is scored by its own path.
-    pub fn classify(&self, segmented: &Segmented, social: bool) -> Classification {
-        let content = &segmented.tokens;
-        let for_sentiment = match self.sentiment.tokens() {
-            Tokens::Words => &segmented.words,
-            Tokens::Content => &segmented.tokens,
-        };
+    pub fn classify(&self, segmented: &Segmented<'_>, social: bool) -> Classification {
+        match self.sentiment.tokens() {
+            Tokens::Words => self.classify_streams(&segmented.tokens, &segmented.words, social),
+            Tokens::Content => self.classify_streams(&segmented.tokens, &segmented.tokens, social),
+        }
+    }
+
+    /// [`Self::classify`] on the content tokens and the stream the sentiment model reads.
+    fn classify_streams<S: AsRef<str>>(
+        &self,
+        content: &[String],
+        for_sentiment: &[S],
+        social: bool,
+    ) -> Classification {
         let joint = self.joint_scores(content, for_sentiment, social);
         let category = match joint.category {
             Some(z) => self.category.prediction_of_margins(z),
@@ -400,7 +408,15 @@ impl Classifiers<'_> {
         };
         let sentiment = match joint.sentiment {
             Some((emotions, polarity)) => self.sentiment.prediction(&emotions, &polarity),
-            None => self.sentiment.predict(for_sentiment),
+            // The joint plan declined the event (a token too long to cache): rare enough that
+            // owning the words for the model's own path costs nothing that shows.
+            None => {
+                let owned: Vec<String> = for_sentiment
+                    .iter()
+                    .map(|w| w.as_ref().to_string())
+                    .collect();
+                self.sentiment.predict(&owned)
+            }
         };
         let relevance = social.then(|| match joint.relevance {
             Some(p) => p[1],
@@ -413,10 +429,10 @@ impl Classifiers<'_> {
         }
     }
 
-    pub(crate) fn joint_scores(
+    pub(crate) fn joint_scores<S: AsRef<str>>(
         &self,
         content: &[String],
-        for_sentiment: &[String],
+        for_sentiment: &[S],
         social: bool,
     ) -> inference::JointScores {
         let ids = (

@@ -42,15 +42,17 @@ pub enum SegmentError {
     },
 }
 
-/// The tokens of one text.
+/// The tokens of one text. `words` borrow from the text that was cut: they serve the
+/// classify stage only, so each word costs no allocation of its own; the content `tokens` are
+/// owned because they travel on to detection.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Segmented {
+pub struct Segmented<'t> {
     /// Content tokens in order: stop words, digits, punctuation and whitespace removed — the same
     /// filtering as the training data, so these are the model's input.
     pub tokens: Vec<String>,
     /// The same cut with stop words kept (punctuation, whitespace and numbers still dropped):
     /// negations and particles (不, 没有, 吗, 怕 …) carry the sentiment of a short post.
-    pub words: Vec<String>,
+    pub words: Vec<&'t str>,
     /// The most informative tokens (TF-IDF), best first, at most `max_keywords`.
     pub keywords: Vec<String>,
 }
@@ -384,9 +386,9 @@ impl Segmenter {
 
     /// Cuts `text` once (HMM on), keeps the content tokens and ranks at most `max_keywords`
     /// of them.
-    pub fn segment(&self, text: &str, max_keywords: usize) -> Segmented {
+    pub fn segment<'t>(&self, text: &'t str, max_keywords: usize) -> Segmented<'t> {
         let cut = self.jieba.cut(text, true);
-        let mut words: Vec<String> = Vec::with_capacity(cut.len());
+        let mut words: Vec<&'t str> = Vec::with_capacity(cut.len());
         let mut tokens: Vec<String> = Vec::with_capacity(cut.len());
         let mut ranking = Ranking::new(if max_keywords == 0 { 0 } else { cut.len() });
         for word in cut.iter().map(|t| t.word) {
@@ -399,7 +401,7 @@ impl Segmenter {
                 }
                 tokens.push(word.to_string());
             }
-            words.push(word.to_string());
+            words.push(word);
         }
         let keywords = ranking.best(max_keywords, |w| self.weight(w));
         Segmented {
