@@ -36,8 +36,11 @@ use chrono::{Duration as TimeDelta, Utc};
 use prometheus::core::Metric;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
+use futures::channel::oneshot::Canceled;
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -555,7 +558,9 @@ async fn produce_records(
     backlog: Option<&(dyn Fn(usize) -> usize + Send + Sync)>,
 ) -> Result<(), KafkaBenchError> {
     let started = Instant::now();
-    let mut deliveries = Vec::with_capacity(records.len());
+    // Delivery reports still awaited, oldest first. Bounded: a long run would otherwise hold
+    // one report per record produced and its growth would be read as the pipeline's.
+    let mut deliveries = VecDeque::with_capacity(MAX_PENDING_DELIVERIES);
     for (i, payload) in records.enumerate() {
         if let Some(rate) = rate {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
@@ -573,7 +578,7 @@ async fn produce_records(
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {
-                    deliveries.push(delivery);
+                    deliveries.push_back(delivery);
                     break;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -583,17 +588,30 @@ async fn produce_records(
                 Err((error, _)) => return Err(KafkaBenchError::Producer(error)),
             }
         }
+        if deliveries.len() >= MAX_PENDING_DELIVERIES {
+            if let Some(oldest) = deliveries.pop_front() {
+                delivered(oldest.await)?;
+            }
+        }
     }
     for delivery in deliveries {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(KafkaBenchError::Producer(error)),
-            Err(_) => return Err(KafkaBenchError::Producer(KafkaError::Canceled)),
-        }
+        delivered(delivery.await)?;
     }
     producer
         .flush(Duration::from_secs(10))
         .map_err(KafkaBenchError::Producer)
+}
+
+/// Delivery reports the bench's producer keeps in flight before it waits for the oldest.
+const MAX_PENDING_DELIVERIES: usize = 10_000;
+
+/// The outcome of one delivery report.
+fn delivered(report: Result<OwnedDeliveryResult, Canceled>) -> Result<(), KafkaBenchError> {
+    match report {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(KafkaBenchError::Producer(error)),
+        Err(Canceled) => Err(KafkaBenchError::Producer(KafkaError::Canceled)),
+    }
 }
 
 /// The sum over every label of a counter family.
