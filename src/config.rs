@@ -702,6 +702,22 @@ mod tests {
     }
 
     #[test]
+    fn consumer_prefetch_is_bounded_unless_the_client_settings_say_otherwise() {
+        let default = crate::kafka::consumer_config(&PipelineConfig::parse("").unwrap().kafka);
+        assert_eq!(default.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(default.get("queued.min.messages"), Some("10000"));
+        let config = PipelineConfig::parse(
+            "[kafka.client]\n\"queued.max.messages.kbytes\" = \"65536\"\n\"enable.auto.commit\" = \"true\"\n",
+        )
+        .unwrap();
+        let consumer = crate::kafka::consumer_config(&config.kafka);
+        assert_eq!(consumer.get("queued.max.messages.kbytes"), Some("65536"));
+        assert_eq!(consumer.get("queued.min.messages"), Some("10000"));
+        // Commits stay manual whatever the file says.
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
     fn instance_id_sets_static_membership_on_the_consumers_and_is_checked() {
         let config = PipelineConfig::parse("[kafka]\ninstance_id = \"citypulse-0\"\n").unwrap();
         let consumer = crate::kafka::consumer_config(&config.kafka);

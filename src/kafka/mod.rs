@@ -170,6 +170,17 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     if let Some(instance) = &kafka.instance_id {
         config.set("group.instance.id", instance);
     }
+    // librdkafka prefetches up to 64 MB (and 100,000 records a partition) while the pipeline
+    // is behind; 16 MB is still seconds of input at full speed and keeps a backlog from
+    // costing a quarter of the memory budget. Tuning: `kafka.client` may choose otherwise.
+    for (key, value) in [
+        ("queued.max.messages.kbytes", "16384"),
+        ("queued.min.messages", "10000"),
+    ] {
+        if !kafka.client.contains_key(key) {
+            config.set(key, value);
+        }
+    }
     config
 }
 
