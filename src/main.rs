@@ -122,15 +122,17 @@ enum Command {
         #[arg(long, default_value_t = model::train::MAX_ITERATIONS)]
         max_iterations: u64,
     },
-    /// Evaluate the category model on labelled data: per-class figures, confusion matrix,
-    /// coverage and accuracy at each confidence threshold.
+    /// Evaluate a model on labelled data: per-class figures, confusion matrix, coverage and
+    /// accuracy at each confidence threshold (category, emotion, or the sentiment's sign).
     Eval {
-        /// A segmented TSV (label<TAB>tokens) or the raw sample TSV (with 留言详情).
+        /// category: a segmented TSV (label<TAB>tokens) or the raw sample TSV (with 留言详情);
+        /// emotion: an SMP2020-EWECT JSON array; polarity: a weibo_senti TSV (label<TAB>text).
         #[arg(long)]
         data: PathBuf,
         #[arg(long, value_enum, default_value_t = Task::Category)]
         task: Task,
-        /// The model to evaluate (default: the embedded one).
+        /// The model file to evaluate (category.json, or sentiment.json for emotion and
+        /// polarity; default: the embedded one).
         #[arg(long)]
         model: Option<PathBuf>,
     },
@@ -167,7 +169,13 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Task {
+    /// The category model on a segmented TSV or the raw routing sample.
     Category,
+    /// The emotion head on an SMP2020-EWECT JSON file (emoticons stripped).
+    Emotion,
+    /// The sign of the sentiment score on a weibo_senti TSV (`label<TAB>text`, emoticons
+    /// stripped).
+    Polarity,
 }
 
 fn main() -> ExitCode {
@@ -297,15 +305,33 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval { data, task, model } => {
-            let Task::Category = task;
-            let model = match model {
-                Some(path) => CategoryModel::load(&path)?,
-                None => assets::load_category_model(&Default::default())?,
-            };
-            let segmenter = assets::load_segmenter(&Default::default())?;
-            let examples = labelled_examples(&data, &segmenter)?;
-            let report = model::eval::evaluate(&model, &examples)?;
-            println!("{report}");
+            let models = citypulse::config::ModelsConfig::default();
+            let segmenter = assets::load_segmenter(&models)?;
+            match task {
+                Task::Category => {
+                    let model = match model {
+                        Some(path) => CategoryModel::load(&path)?,
+                        None => assets::load_category_model(&models)?,
+                    };
+                    let examples = labelled_examples(&data, &segmenter)?;
+                    println!("{}", model::eval::evaluate(&model, &examples)?);
+                }
+                Task::Emotion | Task::Polarity => {
+                    let sentiment = match model {
+                        Some(path) => model::sentiment::SentimentModel::load(&path)?,
+                        None => assets::load_sentiment_model(&models)?,
+                    };
+                    // The token stream the model was trained on: with or without stop words.
+                    let own = sentiment.segmenter_for(&models)?;
+                    let segmenter = own.as_ref().unwrap_or(&segmenter);
+                    let report = if matches!(task, Task::Emotion) {
+                        model::sentiment::evaluate_emotion_file(&sentiment, segmenter, &data)?
+                    } else {
+                        model::sentiment::evaluate_polarity_file(&sentiment, segmenter, &data)?
+                    };
+                    println!("{report}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

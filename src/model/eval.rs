@@ -65,6 +65,11 @@ pub struct EvalReport {
     pub ece: f32,
     /// The bins the ECE is computed from.
     pub reliability: Vec<ReliabilityBin>,
+    /// The triage threshold these predictions support: the lowest on the 0.01 grid whose
+    /// auto-routed share stays ≥ [`super::train::TARGET_ROUTED_ACCURACY`] right (see
+    /// [`lowest_threshold_reaching`]); `None` when no threshold does.
+    #[serde(default)]
+    pub triage: Option<ThresholdMetrics>,
 }
 
 impl EvalReport {
@@ -159,6 +164,11 @@ impl EvalReport {
             thresholds,
             ece,
             reliability,
+            triage: lowest_threshold_reaching(
+                truth,
+                predicted,
+                super::train::TARGET_ROUTED_ACCURACY,
+            ),
         }
     }
 }
@@ -333,6 +343,18 @@ impl fmt::Display for EvalReport {
                 t.threshold, t.coverage, t.accuracy
             )?;
         }
+        let target = super::train::TARGET_ROUTED_ACCURACY * 100.0;
+        match &self.triage {
+            Some(t) => writeln!(
+                f,
+                "triage threshold for ≥ {target:.0} % right on this data (0.01 grid): {:.2} \
+                 ({:.1} % auto-routed, {:.1} % of them right)",
+                t.threshold,
+                t.coverage * 100.0,
+                t.accuracy * 100.0
+            )?,
+            None => writeln!(f, "no threshold reaches {target:.0} % right on this data")?,
+        }
         writeln!(
             f,
             "\nreliability (ECE {:.4})\n{:>11} {:>7} {:>10} {:>9}",
@@ -393,6 +415,11 @@ mod tests {
             .expect("0.9 listed")];
         assert_eq!(t.coverage, 0.75);
         assert_eq!(t.accuracy, 1.0);
+        // Wrong at 0.6, right from 0.9 up: the operator's threshold is 0.61.
+        let triage = r.triage.as_ref().expect("a threshold reaches 97 %");
+        assert!((triage.threshold - 0.61).abs() < 1e-6, "{triage:?}");
+        assert_eq!((triage.coverage, triage.accuracy), (0.75, 1.0));
+        assert!(r.to_string().contains("0.61 (75.0 % auto-routed"), "{r}");
     }
 
     #[test]

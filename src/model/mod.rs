@@ -408,8 +408,8 @@ impl Classifiers<'_> {
         };
         let sentiment = match joint.sentiment {
             Some((emotions, polarity)) => self.sentiment.prediction(&emotions, &polarity),
-            // The joint plan declined the event (a token too long to cache): rare enough that
-            // owning the words for the model's own path costs nothing that shows.
+            // The joint plan declined the event (a token too long to cache, a full cache): rare
+            // enough that owning the words for the model's own path costs nothing that shows.
             None => {
                 let owned: Vec<String> = for_sentiment
                     .iter()
