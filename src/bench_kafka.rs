@@ -553,7 +553,7 @@ const MAX_BACKLOG: usize = 2_000;
 async fn produce_records(
     producer: &FutureProducer,
     topic: &str,
-    records: impl ExactSizeIterator<Item = Vec<u8>>,
+    records: impl Iterator<Item = Vec<u8>>,
     rate: Option<f64>,
     backlog: Option<&(dyn Fn(usize) -> usize + Send + Sync)>,
 ) -> Result<(), KafkaBenchError> {

@@ -306,13 +306,13 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Eval { data, task, model } => {
             let models = citypulse::config::ModelsConfig::default();
-            let segmenter = assets::load_segmenter(&models)?;
             match task {
                 Task::Category => {
                     let model = match model {
                         Some(path) => CategoryModel::load(&path)?,
                         None => assets::load_category_model(&models)?,
                     };
+                    let segmenter = assets::load_segmenter(&models)?;
                     let examples = labelled_examples(&data, &segmenter)?;
                     println!("{}", model::eval::evaluate(&model, &examples)?);
                 }
@@ -322,12 +322,14 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                         None => assets::load_sentiment_model(&models)?,
                     };
                     // The token stream the model was trained on: with or without stop words.
-                    let own = sentiment.segmenter_for(&models)?;
-                    let segmenter = own.as_ref().unwrap_or(&segmenter);
+                    let segmenter = match sentiment.segmenter_for(&models)? {
+                        Some(own) => own,
+                        None => assets::load_segmenter(&models)?,
+                    };
                     let report = if matches!(task, Task::Emotion) {
-                        model::sentiment::evaluate_emotion_file(&sentiment, segmenter, &data)?
+                        model::sentiment::evaluate_emotion_file(&sentiment, &segmenter, &data)?
                     } else {
-                        model::sentiment::evaluate_polarity_file(&sentiment, segmenter, &data)?
+                        model::sentiment::evaluate_polarity_file(&sentiment, &segmenter, &data)?
                     };
                     println!("{report}");
                 }

@@ -213,14 +213,10 @@ pub fn lowest_threshold_reaching(
     target: f32,
 ) -> Option<ThresholdMetrics> {
     let steps = ((0.99 - 0.5) / TRIAGE_GRID_STEP).round() as usize;
-    let grid: Vec<ThresholdMetrics> = (0..=steps)
-        .map(|i| {
-            let threshold = ((0.5 + i as f32 * TRIAGE_GRID_STEP) * 100.0).round() / 100.0;
-            coverage_at(truth, predicted, threshold)
-        })
-        .collect();
     let mut chosen = None;
-    for metrics in grid.into_iter().rev() {
+    for i in (0..=steps).rev() {
+        let threshold = ((0.5 + i as f32 * TRIAGE_GRID_STEP) * 100.0).round() / 100.0;
+        let metrics = coverage_at(truth, predicted, threshold);
         if metrics.coverage > 0.0 && metrics.accuracy < target {
             break;
         }

@@ -404,16 +404,6 @@ fn fit_temperature(margins: &[(Vec<f32>, usize)]) -> f32 {
     round(((lo + hi) / 2.0).exp() as f32, 4)
 }
 
-/// The triage threshold to ship: the lowest on the fine grid of
-/// [`super::eval::lowest_threshold_reaching`] whose out-of-fold auto-routed predictions reach
-/// [`TARGET_ROUTED_ACCURACY`], with its coverage and accuracy.
-fn triage_threshold(truth: &[usize], predicted: &[(usize, f32)]) -> (Option<f32>, f32, f32) {
-    super::eval::lowest_threshold_reaching(truth, predicted, TARGET_ROUTED_ACCURACY)
-        .map_or((None, 0.0, 0.0), |t| {
-            (Some(t.threshold), t.coverage, t.accuracy)
-        })
-}
-
 /// Stratified fold of every row: each class is shuffled with the seed and dealt round-robin,
 /// continuing the deal across classes so that fold sizes stay within one of each other.
 fn stratified_folds(classes: &[usize], k: usize, folds: usize, seed: u64) -> Vec<usize> {
@@ -615,8 +605,11 @@ pub fn train_category_model(opts: &TrainOptions) -> Result<TrainReport, ModelErr
             })
             .unzip();
         let pooled = EvalReport::from_predictions(&categories, &truth, &predicted);
+        // The report already chose the threshold to ship on the fine grid.
         let (triage_threshold, routed_share, routed_accuracy) =
-            triage_threshold(&truth, &predicted);
+            pooled.triage.as_ref().map_or((None, 0.0, 0.0), |t| {
+                (Some(t.threshold), t.coverage, t.accuracy)
+            });
         let m = fold_reports.len() as f32;
         let per_class_f1: BTreeMap<String, f32> = categories
             .iter()
