@@ -82,11 +82,11 @@ fn bench_stages(c: &mut Criterion) {
         .iter()
         .map(|t| stages.segmenter.segment(t, 0))
         .collect();
-    let tokens: Vec<Vec<String>> = segmented.iter().map(|s| s.tokens.clone()).collect();
-    let sentiment_input: Vec<Vec<String>> = segmented
+    let tokens: Vec<Vec<&str>> = segmented.iter().map(|s| s.tokens.clone()).collect();
+    let sentiment_input: Vec<Vec<&str>> = segmented
         .iter()
         .map(|s| match stages.sentiment.tokens() {
-            Tokens::Words => s.words.iter().map(|w| w.to_string()).collect(),
+            Tokens::Words => s.words.clone(),
             Tokens::Content => s.tokens.clone(),
         })
         .collect();

@@ -44,6 +44,7 @@ use crate::pipeline::{
     InputRecord, OutputTopics, PendingAck, PipelineError, Settled, MAX_IN_FLIGHT_BYTES,
 };
 use crate::stages::DeadLetter;
+use crate::text::tokens::TokenList;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -68,7 +69,7 @@ pub const INPUT_TIMESTAMP_HEADER: &str = "citypulse.input_timestamp_ms";
 #[derive(Debug, Serialize, Deserialize)]
 pub struct InternalEvent {
     pub event: Event,
-    pub tokens: Vec<String>,
+    pub tokens: TokenList,
 }
 
 /// The ordered stream an internal event came from: its internal partition together with the
@@ -94,7 +95,7 @@ pub fn district_key(event: &Event) -> &str {
 }
 
 /// What detection reads from one output event.
-pub fn detect_input<'a>(event: &'a Event, tokens: &'a [String]) -> DetectInput<'a> {
+pub fn detect_input<'a>(event: &'a Event, tokens: &'a TokenList) -> DetectInput<'a> {
     DetectInput {
         event_id: &event.id,
         channel: event.channel,

@@ -357,7 +357,7 @@ fn labelled_examples(
         Ok(raw
             .into_iter()
             .map(|row| model::data::Labelled {
-                tokens: segmenter.segment(&row.text, 0).tokens,
+                tokens: segmenter.segment(&row.text, 0).owned_tokens(),
                 label: row.label,
             })
             .collect())

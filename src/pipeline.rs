@@ -27,6 +27,7 @@ use crate::kafka::offsets::{OffsetTracker, PartitionKey};
 use crate::kafka::{commit_offsets, consumer_config, create_producer, lock, PipelineContext};
 use crate::metrics::{Metrics, Stage};
 use crate::stages::{DeadLetter, Outcome, Stages};
+use crate::text::tokens::TokenList;
 use chrono::{FixedOffset, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -481,7 +482,7 @@ fn internal_message(
     producer: &FutureProducer,
     events_topic: &str,
     event: Event,
-    tokens: Vec<String>,
+    tokens: TokenList,
     record: &InputRecord,
 ) -> Result<(String, Result<DeliveryFuture, KafkaError>), serde_json::Error> {
     let internal = InternalEvent { event, tokens };

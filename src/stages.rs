@@ -15,6 +15,7 @@ use crate::route::{RouteDecision, Router};
 use crate::text::emoticons::strip_emoticons;
 use crate::text::mask::{AuthorHasher, PiiMasker};
 use crate::text::segment::Segmenter;
+use crate::text::tokens::TokenList;
 use chrono::{DateTime, FixedOffset};
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -27,7 +28,7 @@ pub enum Outcome {
     /// detection downstream.
     Event {
         event: Box<Event>,
-        tokens: Vec<String>,
+        tokens: TokenList,
     },
     /// Not a citizen report (a WeChat event push …): counted, not published.
     Skipped { reason: String },
@@ -132,6 +133,9 @@ impl Stages {
         // One cut serves every model: content tokens for category and relevance, the words
         // with stop words kept for sentiment when its model was trained on those.
         let segmented = self.segmenter.segment(&for_models, self.max_keywords);
+        // The tokens borrow the text, which moves into the event below: detection gets them
+        // copied into one buffer.
+        let tokens = TokenList::of(&segmented.tokens);
         lap = self.lap(Stage::Segment, lap);
 
         // All models at once: the event's tokens are looked up once for every model.
@@ -140,8 +144,7 @@ impl Stages {
         // Hotline and 110 records are reports by definition; only social posts are scored.
         let relevance = classified.relevance.unwrap_or(1.0);
         lap = self.lap(Stage::Classify, lap);
-        // The words borrow the text, which moves into the event below; only these two stay.
-        let (tokens, keywords) = (segmented.tokens, segmented.keywords);
+        let keywords = segmented.keywords;
 
         let decision = if relevance < self.relevance_threshold {
             RouteDecision {

@@ -6,6 +6,7 @@ use citypulse::demo::generator::daily_rhythm;
 use citypulse::detect::eval::{evaluate_alerts, EvalOptions};
 use citypulse::detect::{AlertKind, AlertStatus, DetectConfig, DetectInput, Detector};
 use citypulse::event::Channel;
+use citypulse::text::tokens::TokenList;
 
 #[test]
 fn small_evaluation_meets_the_goals() {
@@ -50,7 +51,7 @@ struct Owned {
     channel: Channel,
     at: DateTime<FixedOffset>,
     district: String,
-    tokens: Vec<String>,
+    tokens: TokenList,
 }
 
 impl Owned {
@@ -142,8 +143,8 @@ fn a_flood_of_distinct_terms_and_districts_keeps_state_bounded_and_incidents_ale
                 at,
                 district: "雨花区".to_string(),
                 tokens: ["雨花区", "韶山路", "爆管", "停水", "抢修"]
-                    .map(String::from)
-                    .to_vec(),
+                    .into_iter()
+                    .collect(),
             };
             incident_alerts.extend(detector.observe(&event.input()).alerts);
         }

@@ -125,7 +125,7 @@ fn empty_tokens_give_a_finite_low_confidence() {
     let model = CategoryModel::load(&train_tiny(dir.path(), "m.json")).expect("loads");
     // Without known terms the answer is the intercepts' softmax, the same for both inputs; on
     // the real model that prior is below 0.5 (checked in `shipped_model_on_raw_sample`).
-    let empty = model.predict(&[]);
+    let empty = model.predict::<&str>(&[]);
     assert!(
         empty.confidence.is_finite() && empty.confidence > 0.0,
         "{empty:?}"
@@ -283,7 +283,7 @@ fn shipped_model_on_raw_sample() {
     let examples: Vec<Labelled> = raw_rows
         .into_iter()
         .map(|r| Labelled {
-            tokens: segmenter.segment(&r.text, 0).tokens,
+            tokens: segmenter.segment(&r.text, 0).owned_tokens(),
             label: r.label,
         })
         .collect();
@@ -307,7 +307,7 @@ fn shipped_model_on_raw_sample() {
         100.0 * classifying.as_secs_f64() / segmenting.as_secs_f64()
     );
     assert_eq!(examples.len(), 322);
-    let prior = model.predict(&[]);
+    let prior = model.predict::<&str>(&[]);
     assert!(prior.confidence < 0.5, "{prior:?}");
     let cv = model
         .training_info()

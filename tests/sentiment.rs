@@ -32,7 +32,7 @@ fn words() -> Segmenter {
 }
 
 fn tokens(segmenter: &Segmenter, text: &str) -> Vec<String> {
-    segmenter.segment(&strip_emoticons(text), 0).tokens
+    segmenter.segment(&strip_emoticons(text), 0).owned_tokens()
 }
 
 fn tiny_fit(folds: usize) -> FitOptions {
@@ -95,7 +95,7 @@ fn tiny_sentiment_training_is_deterministic_and_learns_the_fixture() {
     assert_eq!(happy.emotion, Emotion::Happy);
     assert!(model.predict(&tokens(&s, "阳光明媚心情很好")).sentiment > 0.0);
     assert!(model.predict(&tokens(&s, "钱包丢了真倒霉")).sentiment < 0.0);
-    let p = model.predict(&[]);
+    let p = model.predict::<&str>(&[]);
     assert!((-1.0..=1.0).contains(&p.sentiment));
     let scores = model.emotion_scores(&tokens(&s, "好害怕"));
     assert!((scores.iter().sum::<f32>() - 1.0).abs() < 1e-4);

@@ -302,7 +302,12 @@ impl Detector {
         // have to check its text again to lend it out), all before any is read, so the reads
         // (cache misses, mostly) of different terms overlap.
         let hashers = DistrictHashers::new(district);
-        for text in input.keywords.iter().chain(input.tokens) {
+        for text in input
+            .keywords
+            .iter()
+            .map(String::as_str)
+            .chain(input.tokens.iter())
+        {
             if scratch.terms.len() >= max {
                 break;
             }

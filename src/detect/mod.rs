@@ -45,6 +45,7 @@ pub use eval::{evaluate_alerts, EvalAlertsReport, EvalOptions};
 pub use watermark::{SourceId, Watermarks};
 
 use crate::event::Channel;
+use crate::text::tokens::TokenList;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -59,7 +60,7 @@ pub struct DetectInput<'a> {
     pub district: Option<&'a str>,
     pub category: &'a str,
     /// Content tokens in text order (`text::segment`), stop words removed.
-    pub tokens: &'a [String],
+    pub tokens: &'a TokenList,
     pub keywords: &'a [String],
     /// 1 = life or safety at risk now … 4 = routine.
     pub priority: u8,

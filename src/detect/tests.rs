@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::demo::generator::daily_rhythm;
+use crate::text::tokens::TokenList;
 use chrono::{Duration, FixedOffset, TimeZone};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -36,7 +37,7 @@ struct Ev {
     at: DateTime<FixedOffset>,
     district: Option<String>,
     category: String,
-    tokens: Vec<String>,
+    tokens: TokenList,
     priority: u8,
     emotion: Option<&'static str>,
     relevant: bool,

@@ -266,7 +266,7 @@ pub fn read_labelled_file(segmenter: &Segmenter, path: &Path) -> Result<Vec<Labe
         Ok(read_raw_sample(path)?
             .into_iter()
             .map(|raw| Labelled {
-                tokens: segmenter.segment(&raw.text, 0).tokens,
+                tokens: segmenter.segment(&raw.text, 0).owned_tokens(),
                 label: raw.label,
             })
             .collect())

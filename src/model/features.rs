@@ -188,9 +188,9 @@ pub(crate) fn key_of_term(term: &str) -> Option<u64> {
 
 /// Walks every term occurrence of a document, calling `emit(kind, first, second)`; both key and
 /// text are derived from these arguments, which keeps training and inference identical.
-fn walk_terms(
+fn walk_terms<T: AsRef<str>>(
     settings: &FeatureSettings,
-    tokens: &[String],
+    tokens: &[T],
     emit: impl FnMut(Kind, &[char], Option<&[char]>),
 ) {
     let max_chars = settings.max_chars as usize;
@@ -200,9 +200,9 @@ fn walk_terms(
 }
 
 /// [`walk_terms`] with the caller's buffers (cleared first), so that inference reuses them.
-fn walk_terms_in(
+fn walk_terms_in<T: AsRef<str>>(
     settings: &FeatureSettings,
-    tokens: &[String],
+    tokens: &[T],
     chars: &mut Vec<char>,
     spans: &mut Vec<(usize, usize)>,
     mut emit: impl FnMut(Kind, &[char], Option<&[char]>),
@@ -215,6 +215,7 @@ fn walk_terms_in(
         let start = chars.len();
         chars.extend(
             token
+                .as_ref()
                 .chars()
                 .filter(|c| !c.is_whitespace())
                 .take(max_chars - start),
@@ -248,7 +249,10 @@ fn walk_terms_in(
 
 /// Distinct terms of a document with their keys: the training-side view, where strings are
 /// needed to write the vocabulary.
-pub(crate) fn distinct_terms(settings: &FeatureSettings, tokens: &[String]) -> Vec<(u64, String)> {
+pub(crate) fn distinct_terms<T: AsRef<str>>(
+    settings: &FeatureSettings,
+    tokens: &[T],
+) -> Vec<(u64, String)> {
     let mut seen: FxHashMap<u64, String> = FxHashMap::default();
     walk_terms(settings, tokens, |kind, a, b| {
         seen.entry(term_key(kind, a, b))
@@ -371,7 +375,7 @@ impl Vectorizer {
     }
 
     /// TF-IDF vector of a document; empty when no term is in the vocabulary.
-    pub fn vectorize(&self, tokens: &[String]) -> SparseVector {
+    pub fn vectorize<T: AsRef<str>>(&self, tokens: &[T]) -> SparseVector {
         let fast = self.plan.as_ref().and_then(|plan| {
             plan.with_hits(tokens, false, |columns| self.vectorize_columns(columns))
         });
@@ -380,7 +384,7 @@ impl Vectorizer {
 
     /// Whether [`Self::vectorize`] takes the plan for this document.
     #[cfg(test)]
-    pub(crate) fn plan_applies(&self, tokens: &[String]) -> bool {
+    pub(crate) fn plan_applies<T: AsRef<str>>(&self, tokens: &[T]) -> bool {
         self.plan
             .as_ref()
             .and_then(|plan| plan.with_hits(tokens, false, |_| ()))
@@ -389,7 +393,7 @@ impl Vectorizer {
 
     /// [`Self::vectorize`] by hashing every term occurrence and looking its key up: the
     /// definition the fast path is tested against, and its fallback.
-    pub(crate) fn vectorize_reference(&self, tokens: &[String]) -> SparseVector {
+    pub(crate) fn vectorize_reference<T: AsRef<str>>(&self, tokens: &[T]) -> SparseVector {
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch {
                 keys,
@@ -542,7 +546,7 @@ mod tests {
     fn empty_and_unknown_input_give_empty_vector() {
         let v = Vectorizer::new(FeatureSettings::current(), &[("w:噪音".into(), 2.0)])
             .expect("valid vocabulary");
-        assert!(v.vectorize(&[]).indices.is_empty());
+        assert!(v.vectorize::<&str>(&[]).indices.is_empty());
         assert!(v.vectorize(&toks("完全 无关")).values.is_empty());
     }
 

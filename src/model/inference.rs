@@ -124,10 +124,10 @@ impl FusedHeads {
     /// What [`Self::probabilities`] gives for the term keys of `tokens`, through the token
     /// cache of the plan; `None` where the document must take the key path (see
     /// [`TermPlan::with_hits`]). `skip_ascii` drops all-ASCII tokens first.
-    pub fn probabilities_of_tokens(
+    pub fn probabilities_of_tokens<T: AsRef<str>>(
         &self,
         f: &TextFeatures,
-        tokens: &[String],
+        tokens: &[T],
         skip_ascii: bool,
     ) -> Option<Vec<Vec<f32>>> {
         self.plan.as_ref()?.with_hits(tokens, skip_ascii, |hits| {
@@ -144,7 +144,7 @@ impl FusedHeads {
 
     /// Whether [`Self::probabilities_of_tokens`] takes the plan for this document.
     #[cfg(test)]
-    pub fn plan_applies(&self, tokens: &[String], skip_ascii: bool) -> bool {
+    pub fn plan_applies<T: AsRef<str>>(&self, tokens: &[T], skip_ascii: bool) -> bool {
         self.plan
             .as_ref()
             .and_then(|plan| plan.with_hits(tokens, skip_ascii, |_| ()))
@@ -649,9 +649,9 @@ impl TermPlan {
     /// tokens first (the relevance model's input). `None` when the document must take the
     /// reference path: longer than `max_chars` (the reference cuts a token there), a token
     /// too long to cache, a full cache, or no thread-local storage left (thread exit).
-    pub fn with_hits<R>(
+    pub fn with_hits<R, T: AsRef<str>>(
         &self,
-        tokens: &[String],
+        tokens: &[T],
         skip_ascii: bool,
         score: impl FnOnce(&[u32]) -> R,
     ) -> Option<R> {
@@ -680,11 +680,16 @@ impl TermPlan {
 
     /// Fills `cache.doc` with the entries of the document's tokens; `None` as in
     /// [`Self::with_hits`].
-    fn resolve(&self, cache: &mut TokenCache, tokens: &[String], skip_ascii: bool) -> Option<()> {
+    fn resolve<T: AsRef<str>>(
+        &self,
+        cache: &mut TokenCache,
+        tokens: &[T],
+        skip_ascii: bool,
+    ) -> Option<()> {
         let tokens = tokens
             .iter()
-            .filter(|t| !(skip_ascii && t.is_ascii()))
-            .map(String::as_str);
+            .map(AsRef::as_ref)
+            .filter(|t: &&str| !(skip_ascii && t.is_ascii()));
         cache
             .table
             .resolve(
@@ -1050,10 +1055,10 @@ impl JointPlan {
     /// (derived here) the content tokens without the all-ASCII ones; `wanted` says which
     /// heads to score. `None` when the event must take the models' own paths (a token too
     /// long to cache, a full cache, no thread-local storage left).
-    pub fn scores<S: AsRef<str>>(
+    pub fn scores<C: AsRef<str>, S: AsRef<str>>(
         members: [u64; 3],
         build: impl FnOnce() -> Option<JointPlan>,
-        content: &[String],
+        content: &[C],
         sentiment: &[S],
         wanted: [bool; HEADS],
     ) -> Option<JointScores> {
@@ -1080,10 +1085,10 @@ impl JointPlan {
             .flatten()
     }
 
-    fn score<S: AsRef<str>>(
+    fn score<C: AsRef<str>, S: AsRef<str>>(
         &self,
         cache: &mut JointCache,
-        content: &[String],
+        content: &[C],
         sentiment: &[S],
         wanted: [bool; HEADS],
     ) -> Option<JointScores> {
@@ -1683,10 +1688,8 @@ mod tests {
         for (i, text) in texts.iter().enumerate() {
             let stripped = crate::text::emoticons::strip_emoticons(text);
             let segmented = segmenter.segment(&stripped, 0);
-            let for_sentiment: Vec<String> = match sentiment.tokens() {
-                crate::model::sentiment::Tokens::Words => {
-                    segmented.words.iter().map(|w| w.to_string()).collect()
-                }
+            let for_sentiment: Vec<&str> = match sentiment.tokens() {
+                crate::model::sentiment::Tokens::Words => segmented.words.clone(),
                 crate::model::sentiment::Tokens::Content => segmented.tokens.clone(),
             };
             let social = i % 2 == 0;

@@ -186,9 +186,9 @@ pub(crate) fn key_of_term(term: &str) -> Option<u64> {
 
 /// Calls `emit` for every term occurrence; keys and texts both derive from its arguments, so
 /// training and inference cannot disagree.
-fn walk_terms(
+fn walk_terms<T: AsRef<str>>(
     f: &TextFeatures,
-    tokens: &[String],
+    tokens: &[T],
     mut emit: impl FnMut(Kind, &[char], Option<&[char]>),
 ) {
     let max_chars = f.max_chars as usize;
@@ -198,6 +198,7 @@ fn walk_terms(
         let start = chars.len();
         chars.extend(
             token
+                .as_ref()
                 .chars()
                 .filter(|c| !c.is_whitespace())
                 .take(max_chars - start),
@@ -230,13 +231,13 @@ fn walk_terms(
 }
 
 /// Keys of every term occurrence, with repeats.
-pub(crate) fn term_keys(f: &TextFeatures, tokens: &[String], out: &mut Vec<u64>) {
+pub(crate) fn term_keys<T: AsRef<str>>(f: &TextFeatures, tokens: &[T], out: &mut Vec<u64>) {
     out.clear();
     walk_terms(f, tokens, |kind, a, b| out.push(term_key(kind, a, b)));
 }
 
 /// Distinct terms of a document with their keys (training side, where texts are written out).
-fn distinct_terms(f: &TextFeatures, tokens: &[String]) -> Vec<(u64, String)> {
+fn distinct_terms<T: AsRef<str>>(f: &TextFeatures, tokens: &[T]) -> Vec<(u64, String)> {
     let mut seen: FxHashMap<u64, String> = FxHashMap::default();
     walk_terms(f, tokens, |kind, a, b| {
         seen.entry(term_key(kind, a, b))

@@ -269,7 +269,7 @@ impl CategoryModel {
     }
 
     /// Classify a text from its content tokens (as produced by `text::segment`).
-    pub fn predict(&self, tokens: &[String]) -> CategoryPrediction {
+    pub fn predict<T: AsRef<str>>(&self, tokens: &[T]) -> CategoryPrediction {
         let (best, confidence) = self.predict_index(tokens);
         CategoryPrediction {
             category: self.categories[best].clone(),
@@ -300,7 +300,7 @@ impl CategoryModel {
     /// Probability of every category, in [`Self::categories`] order; sums to 1. With no known
     /// term (or no tokens) this is the softmax of the intercepts: the training prior, low
     /// confidence.
-    pub fn predict_scores(&self, tokens: &[String]) -> Vec<f32> {
+    pub fn predict_scores<T: AsRef<str>>(&self, tokens: &[T]) -> Vec<f32> {
         let mut z = self.margins(tokens);
         self.calibrate(&mut z);
         z
@@ -308,20 +308,20 @@ impl CategoryModel {
 
     /// Raw per-category margins (before temperature and softmax): what cross-validation pools
     /// to fit the temperature.
-    pub(crate) fn margins(&self, tokens: &[String]) -> Vec<f32> {
+    pub(crate) fn margins<T: AsRef<str>>(&self, tokens: &[T]) -> Vec<f32> {
         let x = self.vectorizer.vectorize(tokens);
         self.linear(&x)
     }
 
     /// [`Self::margins`] through the reference vectorizer alone, for the equality tests.
     #[cfg(test)]
-    pub(crate) fn margins_reference(&self, tokens: &[String]) -> Vec<f32> {
+    pub(crate) fn margins_reference<T: AsRef<str>>(&self, tokens: &[T]) -> Vec<f32> {
         self.linear(&self.vectorizer.vectorize_reference(tokens))
     }
 
     /// Whether the vectorizer takes its token plan for this document.
     #[cfg(test)]
-    pub(crate) fn plan_applies(&self, tokens: &[String]) -> bool {
+    pub(crate) fn plan_applies<T: AsRef<str>>(&self, tokens: &[T]) -> bool {
         self.vectorizer.plan_applies(tokens)
     }
 
@@ -331,7 +331,7 @@ impl CategoryModel {
     }
 
     /// Index of the best category and its probability.
-    pub(crate) fn predict_index(&self, tokens: &[String]) -> (usize, f32) {
+    pub(crate) fn predict_index<T: AsRef<str>>(&self, tokens: &[T]) -> (usize, f32) {
         let scores = self.predict_scores(tokens);
         argmax(&scores)
     }
@@ -395,9 +395,9 @@ impl Classifiers<'_> {
     }
 
     /// [`Self::classify`] on the content tokens and the stream the sentiment model reads.
-    fn classify_streams<S: AsRef<str>>(
+    fn classify_streams<C: AsRef<str>, S: AsRef<str>>(
         &self,
-        content: &[String],
+        content: &[C],
         for_sentiment: &[S],
         social: bool,
     ) -> Classification {
@@ -408,15 +408,8 @@ impl Classifiers<'_> {
         };
         let sentiment = match joint.sentiment {
             Some((emotions, polarity)) => self.sentiment.prediction(&emotions, &polarity),
-            // The joint plan declined the event (a token too long to cache, a full cache): rare
-            // enough that owning the words for the model's own path costs nothing that shows.
-            None => {
-                let owned: Vec<String> = for_sentiment
-                    .iter()
-                    .map(|w| w.as_ref().to_string())
-                    .collect();
-                self.sentiment.predict(&owned)
-            }
+            // The joint plan declined the event (a token too long to cache, a full cache).
+            None => self.sentiment.predict(for_sentiment),
         };
         let relevance = social.then(|| match joint.relevance {
             Some(p) => p[1],
@@ -429,9 +422,9 @@ impl Classifiers<'_> {
         }
     }
 
-    pub(crate) fn joint_scores<S: AsRef<str>>(
+    pub(crate) fn joint_scores<C: AsRef<str>, S: AsRef<str>>(
         &self,
-        content: &[String],
+        content: &[C],
         for_sentiment: &[S],
         social: bool,
     ) -> inference::JointScores {
@@ -547,7 +540,7 @@ mod tests {
     #[test]
     fn empty_tokens_give_the_prior() {
         let m = CategoryModel::from_file(tiny_file()).expect("valid model");
-        let p = m.predict(&[]);
+        let p = m.predict::<&str>(&[]);
         assert_eq!(p.category, "环境保护");
         let expected = 1.0 / (1.0 + (-0.2f32).exp());
         assert!((p.confidence - expected).abs() < 1e-6);

@@ -122,7 +122,7 @@ impl RelevanceModel {
 
     /// Probability in [0, 1] that the post is a work order, from its content tokens
     /// (emoticons stripped before segmenting, as for the sentiment model).
-    pub fn relevance(&self, tokens: &[String]) -> f32 {
+    pub fn relevance<T: AsRef<str>>(&self, tokens: &[T]) -> f32 {
         if let Some(heads) = self
             .fused
             .probabilities_of_tokens(&self.features, tokens, true)
@@ -131,7 +131,7 @@ impl RelevanceModel {
         }
         let mut keys = Vec::new();
         // Copying the tokens only when some must go: most Chinese posts have no ASCII token.
-        if tokens.iter().any(|t| t.is_ascii()) {
+        if tokens.iter().any(|t| t.as_ref().is_ascii()) {
             linear::term_keys(&self.features, &without_codes(tokens), &mut keys);
         } else {
             linear::term_keys(&self.features, tokens, &mut keys);
@@ -151,7 +151,7 @@ impl RelevanceModel {
 
     /// The same score through the reference `Head::probabilities`, for the equality tests.
     #[cfg(test)]
-    pub(crate) fn relevance_reference(&self, tokens: &[String]) -> f32 {
+    pub(crate) fn relevance_reference<T: AsRef<str>>(&self, tokens: &[T]) -> f32 {
         let tokens = without_codes(tokens);
         let mut keys = Vec::new();
         linear::term_keys(&self.features, &tokens, &mut keys);
@@ -160,7 +160,7 @@ impl RelevanceModel {
 
     /// Whether [`Self::relevance`] takes the token plan for this document.
     #[cfg(test)]
-    pub(crate) fn plan_applies(&self, tokens: &[String]) -> bool {
+    pub(crate) fn plan_applies<T: AsRef<str>>(&self, tokens: &[T]) -> bool {
         self.fused.plan_applies(tokens, true)
     }
 
@@ -232,8 +232,13 @@ pub fn default_features() -> TextFeatures {
 /// Tokens without the all-ASCII ones: the routing data's anonymised place codes (`A3`, `B6`)
 /// and Weibo handles would otherwise teach the model its sources, not relevance. Applied to
 /// training and inference alike.
-fn without_codes(tokens: &[String]) -> Vec<String> {
-    tokens.iter().filter(|t| !t.is_ascii()).cloned().collect()
+fn without_codes<T: AsRef<str>>(tokens: &[T]) -> Vec<String> {
+    tokens
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|t| !t.is_ascii())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Where a training row came from, for per-source figures.
@@ -349,13 +354,13 @@ pub fn train_relevance_model(
     for message in &raw {
         let subject = message.text.split('\n').next().unwrap_or_default();
         rows.push((
-            segmenter.segment(&message.text, 0).tokens,
+            segmenter.segment(&message.text, 0).owned_tokens(),
             1,
             next_group,
             Source::RoutingRaw,
         ));
         rows.push((
-            segmenter.segment(subject, 0).tokens,
+            segmenter.segment(subject, 0).owned_tokens(),
             1,
             next_group,
             Source::RoutingRawSubject,

@@ -264,7 +264,7 @@ impl SentimentModel {
 
     /// Emotion and sentiment of a text from its tokens (emoticons stripped before segmenting;
     /// the stream named by [`Self::tokens`]).
-    pub fn predict(&self, tokens: &[String]) -> SentimentPrediction {
+    pub fn predict<T: AsRef<str>>(&self, tokens: &[T]) -> SentimentPrediction {
         let heads = self
             .fused
             .probabilities_of_tokens(&self.features, tokens, false)
@@ -288,7 +288,7 @@ impl SentimentModel {
 
     /// Whether [`Self::predict`] takes the token plan for this document.
     #[cfg(test)]
-    pub(crate) fn plan_applies(&self, tokens: &[String]) -> bool {
+    pub(crate) fn plan_applies<T: AsRef<str>>(&self, tokens: &[T]) -> bool {
         self.fused.plan_applies(tokens, false)
     }
 
@@ -310,7 +310,7 @@ impl SentimentModel {
     }
 
     /// Probability of each emotion, in [`Emotion::ALL`] order.
-    pub fn emotion_scores(&self, tokens: &[String]) -> [f32; 6] {
+    pub fn emotion_scores<T: AsRef<str>>(&self, tokens: &[T]) -> [f32; 6] {
         let mut keys = Vec::new();
         linear::term_keys(&self.features, tokens, &mut keys);
         let p = self.emotion.probabilities(&self.features, &keys);
@@ -318,7 +318,7 @@ impl SentimentModel {
     }
 
     /// Probability that the text is positive (polarity head alone).
-    pub fn positive_probability(&self, tokens: &[String]) -> f32 {
+    pub fn positive_probability<T: AsRef<str>>(&self, tokens: &[T]) -> f32 {
         let mut keys = Vec::new();
         linear::term_keys(&self.features, tokens, &mut keys);
         self.polarity.probabilities(&self.features, &keys)[self.positive]
@@ -505,7 +505,7 @@ impl fmt::Display for SentimentTrainReport {
 pub(crate) fn segment_all(segmenter: &Segmenter, texts: &[String]) -> Vec<Vec<String>> {
     texts
         .iter()
-        .map(|t| segmenter.segment(t, 0).tokens)
+        .map(|t| segmenter.segment(t, 0).owned_tokens())
         .collect()
 }
 
@@ -667,7 +667,8 @@ mod tests {
         .collect();
         texts.extend(crate::model::inference::shared_texts(400));
         for text in &texts {
-            let tokens = segmenter.segment(&strip_emoticons(text), 0).tokens;
+            let stripped = strip_emoticons(text);
+            let tokens = segmenter.segment(&stripped, 0).tokens;
             let fast = model.predict(&tokens);
             let mut keys = Vec::new();
             linear::term_keys(&model.features, &tokens, &mut keys);

@@ -5,3 +5,4 @@
 pub mod emoticons;
 pub mod mask;
 pub mod segment;
+pub mod tokens;

@@ -10,8 +10,10 @@
 //! Everything after jieba's `cut` is one pass over its tokens: each token's character class is
 //! decided once (it says both whether the token is a word and whether it may be a keyword),
 //! short stop words are looked up as packed integers rather than hashed strings, and only the
-//! best `max_keywords` candidates are sorted. The two token lists must stay owned strings (the
-//! classifiers read them), so their allocations are the floor of this stage's own cost.
+//! best `max_keywords` candidates are sorted. Both token lists borrow the text that was cut:
+//! one owned string per token was an allocation and a free each, and the largest cost of this
+//! stage after the cut itself. Detection, which needs the tokens after the text has moved into
+//! the event, gets them as one [`crate::text::tokens::TokenList`].
 
 use jieba_rs::Jieba;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -42,19 +44,26 @@ pub enum SegmentError {
     },
 }
 
-/// The tokens of one text. `words` borrow from the text that was cut: they serve the
-/// classify stage only, so each word costs no allocation of its own; the content `tokens` are
-/// owned because they travel on to detection.
+/// The tokens of one text, borrowed from the text that was cut, so that no token costs an
+/// allocation of its own ([`Segmented::owned_tokens`] where they must outlive the text).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Segmented<'t> {
     /// Content tokens in order: stop words, digits, punctuation and whitespace removed — the same
     /// filtering as the training data, so these are the model's input.
-    pub tokens: Vec<String>,
+    pub tokens: Vec<&'t str>,
     /// The same cut with stop words kept (punctuation, whitespace and numbers still dropped):
     /// negations and particles (不, 没有, 吗, 怕 …) carry the sentiment of a short post.
     pub words: Vec<&'t str>,
     /// The most informative tokens (TF-IDF), best first, at most `max_keywords`.
     pub keywords: Vec<String>,
+}
+
+impl Segmented<'_> {
+    /// The content tokens as owned strings: for training and evaluation, which keep a
+    /// corpus of them.
+    pub fn owned_tokens(&self) -> Vec<String> {
+        self.tokens.iter().map(|t| t.to_string()).collect()
+    }
 }
 
 /// Longest user-dictionary word accepted; jieba's own longest entries are about this long, and
@@ -389,7 +398,7 @@ impl Segmenter {
     pub fn segment<'t>(&self, text: &'t str, max_keywords: usize) -> Segmented<'t> {
         let cut = self.jieba.cut(text, true);
         let mut words: Vec<&'t str> = Vec::with_capacity(cut.len());
-        let mut tokens: Vec<String> = Vec::with_capacity(cut.len());
+        let mut tokens: Vec<&'t str> = Vec::with_capacity(cut.len());
         let mut ranking = Ranking::new(if max_keywords == 0 { 0 } else { cut.len() });
         for word in cut.iter().map(|t| t.word) {
             let TokenKind::Word { keyword } = self.kind(word) else {
@@ -399,7 +408,7 @@ impl Segmenter {
                 if keyword && max_keywords > 0 {
                     ranking.count(word, tokens.len());
                 }
-                tokens.push(word.to_string());
+                tokens.push(word);
             }
             words.push(word);
         }

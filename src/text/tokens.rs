@@ -1,0 +1,162 @@
+//! The content tokens of one event as they leave the processing path for detection (in line,
+//! or over the internal topic to stage 2): every token's text in one buffer.
+//!
+//! Segmentation and classification read tokens borrowed from the text that was cut; only
+//! detection needs them after the event is built, when that text has moved on. Owning them
+//! one `String` each cost an allocation and a free per token, about a tenth of the whole
+//! processing time of a long message; here an event costs two allocations whatever its length.
+//!
+//! On the wire (`InternalEvent.tokens`) a list is a JSON array of strings, as a `Vec<String>`.
+
+use serde::de::{SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// Tokens in order, each token's text ending at `ends[i]` in `text`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TokenList {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl TokenList {
+    /// Room for `tokens` tokens of `bytes` bytes in all.
+    pub fn with_capacity(tokens: usize, bytes: usize) -> Self {
+        TokenList {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(tokens),
+        }
+    }
+
+    /// These tokens, in one allocation for the text and one for the ends.
+    pub fn of(tokens: &[&str]) -> Self {
+        let bytes = tokens.iter().map(|t| t.len()).sum();
+        let mut list = TokenList::with_capacity(tokens.len(), bytes);
+        for token in tokens {
+            list.push(token);
+        }
+        list
+    }
+
+    /// Appends a token. A list holds at most 4 GiB of text: an event's text is bounded far
+    /// below that by the decoders, so a longer one is a bug and panics (the stage's guard
+    /// dead-letters the record).
+    pub fn push(&mut self, token: &str) {
+        self.text.push_str(token);
+        let end = u32::try_from(self.text.len()).expect("token list over 4 GiB");
+        self.ends.push(end);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The tokens in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        (0..self.ends.len()).map(move |i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            &self.text[start..self.ends[i] as usize]
+        })
+    }
+}
+
+impl<'a> FromIterator<&'a str> for TokenList {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(tokens: I) -> Self {
+        let mut list = TokenList::default();
+        for token in tokens {
+            list.push(token);
+        }
+        list
+    }
+}
+
+impl<'a> FromIterator<&'a String> for TokenList {
+    fn from_iter<I: IntoIterator<Item = &'a String>>(tokens: I) -> Self {
+        tokens.into_iter().map(String::as_str).collect()
+    }
+}
+
+impl FromIterator<String> for TokenList {
+    fn from_iter<I: IntoIterator<Item = String>>(tokens: I) -> Self {
+        let mut list = TokenList::default();
+        for token in tokens {
+            list.push(&token);
+        }
+        list
+    }
+}
+
+impl fmt::Debug for TokenList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for TokenList {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Tokens;
+        impl<'de> Visitor<'de> for Tokens {
+            type Value = TokenList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of token strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TokenList, A::Error> {
+                // The hint comes from the input: capped so a hostile length cannot reserve.
+                let mut list = TokenList::with_capacity(seq.size_hint().unwrap_or(0).min(4096), 0);
+                // Borrowed where the input allows (no escapes), owned where it does not.
+                while let Some(token) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
+                    if list.text.len() + token.len() > u32::MAX as usize {
+                        return Err(serde::de::Error::custom("token list over 4 GiB"));
+                    }
+                    list.push(&token);
+                }
+                Ok(list)
+            }
+        }
+        deserializer.deserialize_seq(Tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_tokens_in_order_including_empty_ones() {
+        let list: TokenList = ["路灯", "", "坏了", "A3"].into_iter().collect();
+        assert_eq!(list.len(), 4);
+        assert_eq!(list.iter().collect::<Vec<_>>(), ["路灯", "", "坏了", "A3"]);
+        assert!(TokenList::default().is_empty());
+        assert_eq!(TokenList::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn json_is_an_array_of_strings_both_ways() {
+        let list: TokenList = ["井盖", "缺失", "引号\"内"].into_iter().collect();
+        let json = serde_json::to_string(&list).expect("serialises");
+        assert_eq!(json, r#"["井盖","缺失","引号\"内"]"#);
+        let as_strings: Vec<String> = serde_json::from_str(&json).expect("a string array");
+        assert_eq!(as_strings, ["井盖", "缺失", "引号\"内"]);
+        let back: TokenList = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, list);
+    }
+
+    #[test]
+    fn a_non_array_is_refused_by_name() {
+        let error = serde_json::from_str::<TokenList>(r#"{"a":1}"#).expect_err("not an array");
+        assert!(
+            error.to_string().contains("array of token strings"),
+            "{error}"
+        );
+    }
+}
