@@ -324,19 +324,11 @@ fn user_dictionary_words_stay_whole() {
         5,
     );
     for w in ["雨花区", "占道经营", "噪音扰民", "渣土车"] {
-        assert!(
-            out.tokens.contains(&w),
-            "{w} not whole in {:?}",
-            out.tokens
-        );
+        assert!(out.tokens.contains(&w), "{w} not whole in {:?}", out.tokens);
     }
     let out = s.segment("请转市场监督管理局和住房和城乡建设局处理", 5);
     for w in ["市场监督管理局", "住房和城乡建设局"] {
-        assert!(
-            out.tokens.contains(&w),
-            "{w} not whole in {:?}",
-            out.tokens
-        );
+        assert!(out.tokens.contains(&w), "{w} not whole in {:?}", out.tokens);
     }
 }
 
