@@ -8,7 +8,7 @@
 //!
 //! On the wire (`InternalEvent.tokens`) a list is a JSON array of strings, as a `Vec<String>`.
 
-use serde::de::{SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -104,26 +104,53 @@ impl Serialize for TokenList {
 
 impl<'de> Deserialize<'de> for TokenList {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Tokens;
-        impl<'de> Visitor<'de> for Tokens {
-            type Value = TokenList;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array of token strings")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TokenList, A::Error> {
-                // The hint comes from the input: capped so a hostile length cannot reserve.
-                let mut list = TokenList::with_capacity(seq.size_hint().unwrap_or(0).min(4096), 0);
-                // Borrowed where the input allows (no escapes), owned where it does not.
-                while let Some(token) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
-                    if list.text.len() + token.len() > u32::MAX as usize {
-                        return Err(serde::de::Error::custom("token list over 4 GiB"));
-                    }
-                    list.push(&token);
-                }
-                Ok(list)
-            }
-        }
         deserializer.deserialize_seq(Tokens)
+    }
+}
+
+/// Reads a JSON array of strings into a [`TokenList`].
+struct Tokens;
+
+impl<'de> Visitor<'de> for Tokens {
+    type Value = TokenList;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of token strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TokenList, A::Error> {
+        // The hint comes from the input: capped so that a hostile length cannot reserve.
+        let mut list = TokenList::with_capacity(seq.size_hint().unwrap_or(0).min(4096), 0);
+        while seq.next_element_seed(Push(&mut list))?.is_some() {}
+        Ok(list)
+    }
+}
+
+/// Appends one string element straight to the list: each token is copied once, from the
+/// input (or the parser's unescaping buffer) into the list, never into a `String` of its own.
+struct Push<'l>(&'l mut TokenList);
+
+impl<'de> DeserializeSeed<'de> for Push<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Push<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a token string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, token: &str) -> Result<(), E> {
+        if self.0.text.len() + token.len() > u32::MAX as usize {
+            return Err(E::custom("token list over 4 GiB"));
+        }
+        self.0.push(token);
+        Ok(())
     }
 }
 
@@ -152,11 +179,13 @@ mod tests {
     }
 
     #[test]
-    fn a_non_array_is_refused_by_name() {
+    fn a_non_array_or_a_non_string_element_is_refused_by_name() {
         let error = serde_json::from_str::<TokenList>(r#"{"a":1}"#).expect_err("not an array");
         assert!(
             error.to_string().contains("array of token strings"),
             "{error}"
         );
+        let error = serde_json::from_str::<TokenList>(r#"["井盖",7]"#).expect_err("a number");
+        assert!(error.to_string().contains("a token string"), "{error}");
     }
 }
