@@ -2,9 +2,11 @@
 //! or over the internal topic to stage 2): every token's text in one buffer.
 //!
 //! Segmentation and classification read tokens borrowed from the text that was cut; only
-//! detection needs them after the event is built, when that text has moved on. Owning them
-//! one `String` each cost an allocation and a free per token, about a tenth of the whole
-//! processing time of a long message; here an event costs two allocations whatever its length.
+//! detection needs them after the event is built, when that text has moved on. Owned as one
+//! `String` each they cost an allocation and a free per token (~120 for a long message), in
+//! stage 1 and again when stage 2 reads the internal topic; here an event costs two
+//! allocations whatever its length. Measured: 1.4 % of the instructions of `process`, and ~3 %
+//! more long messages a second through Kafka on one core (README, Performance).
 //!
 //! On the wire (`InternalEvent.tokens`) a list is a JSON array of strings, as a `Vec<String>`.
 
@@ -71,12 +73,6 @@ impl<'a> FromIterator<&'a str> for TokenList {
             list.push(token);
         }
         list
-    }
-}
-
-impl<'a> FromIterator<&'a String> for TokenList {
-    fn from_iter<I: IntoIterator<Item = &'a String>>(tokens: I) -> Self {
-        tokens.into_iter().map(String::as_str).collect()
     }
 }
 
