@@ -10,10 +10,10 @@
 //! Everything after jieba's `cut` is one pass over its tokens: each token's character class is
 //! decided once (it says both whether the token is a word and whether it may be a keyword),
 //! short stop words are looked up as packed integers rather than hashed strings, and only the
-//! best `max_keywords` candidates are sorted. Both token lists borrow the text that was cut:
-//! one owned string per token was an allocation and a free each, and the largest cost of this
-//! stage after the cut itself. Detection, which needs the tokens after the text has moved into
-//! the event, gets them as one [`crate::text::tokens::TokenList`].
+//! best `max_keywords` candidates are sorted. Both token lists borrow the text that was cut
+//! rather than costing an allocation and a free per token (owning the content tokens was 1.4 %
+//! of `process`'s instructions; README, Performance). Detection, which needs the tokens after
+//! the text has moved into the event, gets them as one [`crate::text::tokens::TokenList`].
 
 use jieba_rs::Jieba;
 use rustc_hash::{FxHashMap, FxHashSet};
