@@ -34,9 +34,7 @@ impl TokenList {
     pub fn of(tokens: &[&str]) -> Self {
         let bytes = tokens.iter().map(|t| t.len()).sum();
         let mut list = TokenList::with_capacity(tokens.len(), bytes);
-        for token in tokens {
-            list.push(token);
-        }
+        list.extend(tokens.iter().copied());
         list
     }
 
@@ -66,12 +64,18 @@ impl TokenList {
     }
 }
 
+impl<'a> Extend<&'a str> for TokenList {
+    fn extend<I: IntoIterator<Item = &'a str>>(&mut self, tokens: I) {
+        for token in tokens {
+            self.push(token);
+        }
+    }
+}
+
 impl<'a> FromIterator<&'a str> for TokenList {
     fn from_iter<I: IntoIterator<Item = &'a str>>(tokens: I) -> Self {
         let mut list = TokenList::default();
-        for token in tokens {
-            list.push(token);
-        }
+        list.extend(tokens);
         list
     }
 }
