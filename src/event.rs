@@ -143,6 +143,8 @@ pub enum Route {
 }
 
 impl Route {
+    pub const ALL: [Route; 3] = [Route::Routed, Route::Triage, Route::Ignored];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Routed => "routed",

@@ -73,10 +73,7 @@ impl Stages {
         source: Option<SourceRef>,
         received_at: DateTime<FixedOffset>,
     ) -> Outcome {
-        self.metrics
-            .events_in
-            .with_label_values(&[channel.as_str()])
-            .inc();
+        self.metrics.channel(channel).events_in.inc();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             self.process_unguarded(channel, bytes, source, received_at)
         }))
@@ -253,22 +250,22 @@ impl Stages {
 
     fn count(&self, channel: Channel, outcome: &Outcome) {
         let metrics = &self.metrics;
+        let series = metrics.channel(channel);
         if let Outcome::Event { event, .. } = outcome {
-            metrics
-                .emotions
-                .with_label_values(&[channel.as_str(), event.emotion.as_str()])
-                .inc();
-            metrics
-                .sentiment
-                .with_label_values(&[channel.as_str()])
-                .observe(f64::from(event.sentiment));
+            match series.emotion(&event.emotion) {
+                Some(counter) => counter.inc(),
+                None => metrics
+                    .emotions
+                    .with_label_values(&[channel.as_str(), event.emotion.as_str()])
+                    .inc(),
+            }
+            series.sentiment.observe(f64::from(event.sentiment));
             metrics
                 .events_by_district
                 .with_label_values(&[Metrics::district_label(event.district.as_deref())])
                 .inc();
             metrics
-                .category_confidence
-                .with_label_values(&[event.route.as_str()])
+                .category_confidence_of(event.route)
                 .observe(f64::from(event.category_confidence));
         }
         match outcome {
@@ -277,10 +274,10 @@ impl Stages {
                     .routed
                     .with_label_values(&[event.department.as_str(), event.category.as_str()])
                     .inc(),
-                Route::Triage => metrics.triaged.with_label_values(&[channel.as_str()]).inc(),
-                Route::Ignored => metrics.ignored.with_label_values(&[channel.as_str()]).inc(),
+                Route::Triage => series.triaged.inc(),
+                Route::Ignored => series.ignored.inc(),
             },
-            Outcome::Skipped { .. } => metrics.skipped.with_label_values(&[channel.as_str()]).inc(),
+            Outcome::Skipped { .. } => series.skipped.inc(),
             Outcome::DeadLetter(dead) => metrics
                 .dead_letters
                 .with_label_values(&[channel.as_str(), dead.reason])
