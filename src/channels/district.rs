@@ -6,6 +6,7 @@
 //! it also recognises the anonymised names of the training data (`A3区`, `B6县`, `A7市`), so the
 //! models' own corpus and live records yield districts the same way.
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -31,47 +32,63 @@ static ANONYMISED: LazyLock<Regex> = LazyLock::new(|| {
         .expect("the anonymised-district pattern is a valid regex")
 });
 
-/// A city's districts as `(code, name)` pairs. Small and `Copy`, so decoders take it by value.
+/// A city's districts as `(code, name)` pairs, with one searcher over all the names.
 ///
-/// The [`Default`] is [`Gazetteer::CHANGSHA`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gazetteer<'a> {
-    districts: &'a [(&'a str, &'a str)],
+/// [`Gazetteer::changsha`] is the default, built once.
+#[derive(Debug, Clone)]
+pub struct Gazetteer {
+    districts: Vec<(String, String)>,
+    /// Every name in one leftmost-first automaton, shortest names first: the leftmost mention
+    /// wins and, of names starting at the same place, the shortest — what a search per name
+    /// followed by the minimum of `(start, end)` gives, in one pass instead of nine (those
+    /// nine substring searches were 1.9 % of `process`'s instructions).
+    names: AhoCorasick,
 }
 
-impl Gazetteer<'static> {
-    /// The nine districts of Changsha ([`CHANGSHA_DISTRICTS`]).
-    pub const CHANGSHA: Gazetteer<'static> = Gazetteer::new(&CHANGSHA_DISTRICTS);
-}
-
-impl Default for Gazetteer<'static> {
-    fn default() -> Self {
-        Gazetteer::CHANGSHA
+impl PartialEq for Gazetteer {
+    fn eq(&self, other: &Self) -> bool {
+        self.districts == other.districts
     }
 }
 
-impl<'a> Gazetteer<'a> {
+static CHANGSHA: LazyLock<Gazetteer> = LazyLock::new(|| Gazetteer::new(&CHANGSHA_DISTRICTS));
+
+impl Gazetteer {
+    /// The nine districts of Changsha ([`CHANGSHA_DISTRICTS`]).
+    pub fn changsha() -> &'static Gazetteer {
+        &CHANGSHA
+    }
+
     /// A gazetteer over `(code, name)` pairs, e.g. another city's districts from a config.
-    pub const fn new(districts: &'a [(&'a str, &'a str)]) -> Self {
-        Gazetteer { districts }
+    pub fn new(districts: &[(&str, &str)]) -> Self {
+        let mut names: Vec<&str> = districts.iter().map(|(_, name)| *name).collect();
+        names.sort_by_key(|name| name.len());
+        let names = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(names)
+            .expect("district names build an automaton");
+        Gazetteer {
+            districts: districts
+                .iter()
+                .map(|(code, name)| (code.to_string(), name.to_string()))
+                .collect(),
+            names,
+        }
     }
 
     /// The district name for an administrative code, if the city has it.
-    pub fn name_for_code(&self, code: &str) -> Option<&'a str> {
+    pub fn name_for_code(&self, code: &str) -> Option<&str> {
         let code = code.trim();
         self.districts
             .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, name)| *name)
+            .find(|(c, _)| c == code)
+            .map(|(_, name)| name.as_str())
     }
 
     /// The district named by a structured field, which holds either a code (`430111`) or a name
     /// (`雨花区`). A code the gazetteer does not know yields `None`, so the caller falls back to
     /// the address rather than publishing a bare number as a district.
-    pub fn from_field<'x>(&self, value: &'x str) -> Option<&'x str>
-    where
-        'a: 'x,
-    {
+    pub fn from_field<'x>(&'x self, value: &'x str) -> Option<&'x str> {
         let value = value.trim();
         if value.is_empty() {
             None
@@ -85,11 +102,7 @@ impl<'a> Gazetteer<'a> {
     /// The first district mentioned in free text (an address, a title, a message): a known name
     /// or an anonymised one, whichever comes first.
     pub fn find_in<'t>(&self, text: &'t str) -> Option<&'t str> {
-        let known = self
-            .districts
-            .iter()
-            .filter_map(|(_, name)| text.find(name).map(|at| (at, at + name.len())))
-            .min();
+        let known = self.names.find(text).map(|m| (m.start(), m.end()));
         let anonymised = ANONYMISED
             .captures(text)
             .and_then(|caps| caps.get(1))
@@ -115,7 +128,7 @@ impl<'a> Gazetteer<'a> {
 mod tests {
     use super::*;
 
-    const G: Gazetteer<'static> = Gazetteer::CHANGSHA;
+    static G: LazyLock<&'static Gazetteer> = LazyLock::new(Gazetteer::changsha);
 
     #[test]
     fn codes_map_to_names() {
@@ -126,7 +139,6 @@ mod tests {
         assert_eq!(G.from_field("110101"), None);
         assert_eq!(G.from_field("雨花区"), Some("雨花区"));
         assert_eq!(G.from_field("  "), None);
-        assert_eq!(Gazetteer::default(), G);
     }
 
     #[test]
@@ -177,5 +189,43 @@ mod tests {
         assert_eq!(beijing.from_field("110105"), Some("朝阳区"));
         assert_eq!(beijing.find_in("雨花区"), None);
         assert_eq!(beijing.find_in("朝阳区三里屯"), Some("朝阳区"));
+    }
+
+    /// The first mention by a search per name, as `find_in` did before it had one automaton.
+    fn first_name_by_separate_searches<'t>(g: &Gazetteer, text: &'t str) -> Option<&'t str> {
+        g.districts
+            .iter()
+            .filter_map(|(_, name)| text.find(name.as_str()).map(|at| (at, at + name.len())))
+            .min()
+            .map(|(start, end)| &text[start..end])
+    }
+
+    #[test]
+    fn of_names_starting_together_the_shortest_wins() {
+        let table = [("2", "朝阳区"), ("1", "朝阳"), ("3", "阳区")];
+        let g = Gazetteer::new(&table);
+        assert_eq!(g.find_in("住在朝阳区"), Some("朝阳"));
+        assert_eq!(g.find_in("阳区朝阳"), Some("阳区"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_search_finds_what_a_search_per_name_finds(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "芙蓉区", "天心区", "岳麓区", "开福区", "雨花区", "望城区", "长沙县", "浏阳市",
+                    "宁乡市", "长沙", "区", "县", "市", "雨花", "小区", "路口", "有人", "，", "a",
+                    "朝阳", "朝阳区", "阳区",
+                ]),
+                0..12,
+            )
+        ) {
+            let text: String = parts.concat();
+            let overlapping = Gazetteer::new(&[("2", "朝阳区"), ("1", "朝阳"), ("3", "阳区")]);
+            for g in [Gazetteer::changsha(), &overlapping] {
+                let known = g.names.find(text.as_str()).map(|m| &text[m.start()..m.end()]);
+                proptest::prop_assert_eq!(known, first_name_by_separate_searches(g, &text));
+            }
+        }
     }
 }

@@ -138,7 +138,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let district = json::opt_str(field, value)?;
 
     let district =
-        Gazetteer::CHANGSHA.district_of(district, &[address, title, Some(text.as_str())]);
+        Gazetteer::changsha().district_of(district, &[address, title, Some(text.as_str())]);
     Ok(Decoded::Report(Record {
         channel: Channel::Hotline12345,
         native_id,

@@ -53,7 +53,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     // Codes arrive as strings or as bare integers; both read as the same code.
     let xzqh = json::opt_id("xzqh", dispatch.xzqh.as_ref())?;
 
-    let district = Gazetteer::CHANGSHA.district_of(xzqh.as_deref(), &[address, Some(&text)]);
+    let district = Gazetteer::changsha().district_of(xzqh.as_deref(), &[address, Some(&text)]);
     Ok(Decoded::Report(Record {
         channel: Channel::Police110,
         native_id,

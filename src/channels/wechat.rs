@@ -47,7 +47,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         .ok_or(DecodeError::MissingField { field: "MsgId" })?
         .to_owned();
     let occurred_at = create_time(&message)?;
-    let district = Gazetteer::CHANGSHA.district_of(None, &[address.as_deref(), Some(&text)]);
+    let district = Gazetteer::changsha().district_of(None, &[address.as_deref(), Some(&text)]);
     Ok(Decoded::Report(Record {
         channel: Channel::Wechat,
         native_id,

@@ -123,7 +123,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         native_id,
         occurred_at,
         title: None,
-        district: Gazetteer::CHANGSHA.district_of(None, &[Some(&text)]),
+        district: Gazetteer::changsha().district_of(None, &[Some(&text)]),
         text,
         context,
         address: None,
