@@ -804,9 +804,12 @@ impl AuthorHasher {
         mac.update(b":");
         mac.update(identifier.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let mut out = hex::encode(digest);
-        out.truncate(Self::HEX_CHARS);
-        out
+        // Only the bytes that are kept are encoded, by the table-driven encoder (`hex::encode`
+        // builds its string one char at a time).
+        let mut out = [0u8; Self::HEX_CHARS];
+        hex::encode_to_slice(&digest[..Self::HEX_CHARS / 2], &mut out)
+            .expect("two hex digits per byte fill the buffer exactly");
+        String::from_utf8(out.to_vec()).expect("hex digits are ASCII")
     }
 }
 
