@@ -372,28 +372,15 @@ impl Metrics {
 
     /// Create the series of the fixed label sets at zero, so dashboards and `rate()` see them
     /// before the first event.
+    ///
+    /// The series of [`FixedSeries`] (per channel, per stage, confidence per route) are created
+    /// when it resolves them; these are the rest.
     fn touch_fixed_labels(&self) {
-        for channel in Channel::ALL {
-            self.events_in.with_label_values(&[channel.as_str()]);
-            self.triaged.with_label_values(&[channel.as_str()]);
-            self.ignored.with_label_values(&[channel.as_str()]);
-            self.skipped.with_label_values(&[channel.as_str()]);
-        }
-        for channel in Channel::ALL {
-            self.sentiment.with_label_values(&[channel.as_str()]);
-            for emotion in EMOTIONS {
-                self.emotions
-                    .with_label_values(&[channel.as_str(), emotion]);
-            }
-        }
         for output in ["event", "dlq", "alert"] {
             self.delivery_failures.with_label_values(&[output]);
         }
         for (_, district) in crate::channels::district::CHANGSHA_DISTRICTS {
             self.events_by_district.with_label_values(&[district]);
-        }
-        for route in ["routed", "triage", "ignored"] {
-            self.category_confidence.with_label_values(&[route]);
         }
         for kind in crate::detect::AlertKind::ALL {
             self.active_alerts.with_label_values(&[kind.as_str()]);
@@ -403,9 +390,6 @@ impl Metrics {
                         .with_label_values(&[kind.as_str(), status, severity.as_str()]);
                 }
             }
-        }
-        for stage in Stage::ALL {
-            self.stage_duration.with_label_values(&[stage.as_str()]);
         }
     }
 

@@ -24,6 +24,9 @@ pub const ACCEPTED_FORMATS: &str = "2026-11-25 09:12:03, 2026/11/25 9:12:03, \
 /// Weibo's `created_at`: `Wed Nov 25 09:12:03 +0800 2026`.
 const WEIBO_FORMAT: &str = "%a %b %d %H:%M:%S %z %Y";
 
+/// Dispatch databases' compact form: `20261125091203`.
+const COMPACT_FORMAT: &str = "%Y%m%d%H%M%S";
+
 /// Zone-less forms, most common first. `%.f` also matches no fraction at all; chrono accepts
 /// unpadded hours, days and months (`9:12:03`, `2026/1/5`) for the padded specifiers.
 const NAIVE_FORMATS: [&str; 5] = [
@@ -57,9 +60,6 @@ static FORMATS: LazyLock<CompiledFormats> = LazyLock::new(|| {
         naive: NAIVE_FORMATS.iter().map(|format| compile(format)).collect(),
     }
 });
-
-/// `20261125091203`.
-const COMPACT_FORMAT: &str = "%Y%m%d%H%M%S";
 
 /// What `parse_from_str` does, with the format's items already read.
 fn parsed_with(s: &str, items: &[Item<'static>]) -> Option<Parsed> {
