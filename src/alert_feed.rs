@@ -7,10 +7,11 @@
 //! and the [`AckPublisher`] records acknowledgements here once the broker has them.
 
 use crate::detect::{Alert, AlertStatus};
+use crate::kafka::producer::Producer;
 use crate::metrics::Metrics;
 use chrono::{DateTime, FixedOffset};
 use futures::StreamExt;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -428,7 +429,7 @@ impl AckPublisher {
         kafka: &crate::config::KafkaConfig,
         metrics: Metrics,
     ) -> rdkafka::error::KafkaResult<AckPublisher> {
-        let producer: FutureProducer = crate::kafka::producer_config(kafka)
+        let producer: Producer = crate::kafka::producer_config(kafka)
             .set(
                 "message.timeout.ms",
                 ACK_DELIVERY_TIMEOUT.as_millis().to_string(),
@@ -444,12 +445,7 @@ impl AckPublisher {
 
     /// A publisher whose queue is drained by a task producing each acknowledgement to `topic`.
     /// The task ends when every publisher is dropped.
-    pub fn kafka(
-        feed: AlertFeed,
-        producer: FutureProducer,
-        topic: String,
-        metrics: Metrics,
-    ) -> Self {
+    pub fn kafka(feed: AlertFeed, producer: Producer, topic: String, metrics: Metrics) -> Self {
         let (publisher, queue) = AckPublisher::new(feed);
         tokio::spawn(drain_to_kafka(queue, producer, topic, metrics));
         publisher
@@ -479,12 +475,7 @@ impl AckPublisher {
 }
 
 /// Produce each queued acknowledgement to `topic` and finish it when the broker answers.
-pub async fn drain_to_kafka(
-    queue: AckQueue,
-    producer: FutureProducer,
-    topic: String,
-    metrics: Metrics,
-) {
+pub async fn drain_to_kafka(queue: AckQueue, producer: Producer, topic: String, metrics: Metrics) {
     let pending = futures::stream::unfold(queue, |mut queue| async move {
         queue.recv().await.map(|pending| (pending, queue))
     });

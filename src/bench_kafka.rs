@@ -28,6 +28,7 @@ use crate::bench::{long_workload, proc_status_kb, short_workload, Workload};
 use crate::config::PipelineConfig;
 use crate::detection;
 use crate::health::Health;
+use crate::kafka::producer::Producer;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, china_standard_time};
 use crate::stages::Stages;
@@ -38,7 +39,7 @@ use prometheus::core::Metric;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::FutureRecord;
 use rdkafka::ClientConfig;
 use std::collections::VecDeque;
 use std::fmt;
@@ -525,7 +526,7 @@ async fn measure(
     })
 }
 
-fn producer(brokers: &str, linger_ms: &str) -> Result<FutureProducer, KafkaBenchError> {
+fn producer(brokers: &str, linger_ms: &str) -> Result<Producer, KafkaBenchError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", linger_ms)
@@ -551,7 +552,7 @@ const MAX_BACKLOG: usize = 2_000;
 /// yet consumed), the producer waits while [`MAX_BACKLOG`] are unconsumed; else as fast as
 /// the producer's queue takes them.
 async fn produce_records(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     records: impl Iterator<Item = Vec<u8>>,
     rate: Option<f64>,

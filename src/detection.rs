@@ -37,6 +37,7 @@ use crate::detect::{Alert, DetectInput, Detector, Watermarks};
 use crate::event::Event;
 use crate::health::Health;
 use crate::kafka::offsets::{OffsetTracker, PartitionKey};
+use crate::kafka::producer::{DeliveryFuture, Producer};
 use crate::kafka::{commit_offsets, consumer_config, create_producer, lock};
 use crate::metrics::Metrics;
 use crate::pipeline::{
@@ -51,7 +52,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -255,7 +256,7 @@ struct DetectStage<'c> {
     generation: u64,
     assignment: Arc<Assignment>,
     tracker: Arc<Mutex<OffsetTracker>>,
-    producer: FutureProducer,
+    producer: Producer,
     outputs: Arc<OutputTopics>,
     feed: AlertFeed,
     metrics: Metrics,

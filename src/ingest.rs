@@ -8,15 +8,16 @@
 //! input, so a record the decoders cannot read is still kept (on the dead-letter topic) rather
 //! than refused at the door with nobody to see it.
 //!
-//! Delivery: a `FutureProducer` with `acks=all` and idempotence, whose `message.timeout.ms` is the
-//! produce timeout, so a record that missed its deadline is failed by librdkafka too (and not
-//! written late behind the 503). A sender that retries after a 503 may still cause a duplicate
+//! Delivery: the pipeline's producer ([`crate::kafka::producer`]) with `acks=all` and
+//! idempotence, whose `message.timeout.ms` is the produce timeout, so a record that missed its
+//! deadline is failed by librdkafka too (and not written late behind the 503). A sender that retries after a 503 may still cause a duplicate
 //! when the acknowledgement, not the write, was lost; the pipeline's event ids absorb that
 //! (at-least-once, as everywhere else).
 
 use crate::channels::MAX_RECORD_BYTES;
 use crate::config::PipelineConfig;
 use crate::event::Channel;
+use crate::kafka::producer::Producer;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -25,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
 use std::collections::BTreeMap;
@@ -195,7 +196,7 @@ pub struct IngestState {
 }
 
 struct Inner {
-    producer: FutureProducer,
+    producer: Producer,
     /// The configured input topic of each channel; a channel missing here is refused with 404.
     topics: BTreeMap<Channel, String>,
     /// One permit per request in progress, taken before the body is read.

@@ -24,6 +24,7 @@ use crate::detection::{district_key, InternalEvent, INPUT_TIMESTAMP_HEADER};
 use crate::event::{Channel, Event, Route, SourceRef};
 use crate::health::Health;
 use crate::kafka::offsets::{OffsetTracker, PartitionKey};
+use crate::kafka::producer::{DeliveryFuture, Producer};
 use crate::kafka::{commit_offsets, consumer_config, create_producer, lock, PipelineContext};
 use crate::metrics::{Metrics, Stage};
 use crate::stages::{DeadLetter, Outcome, Stages};
@@ -33,7 +34,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -385,7 +386,7 @@ pub(crate) async fn final_commit<C: ConsumerContext + 'static>(
 fn worker_loop(
     mut queue: mpsc::Receiver<InputRecord>,
     stages: &Stages,
-    producer: &FutureProducer,
+    producer: &Producer,
     outputs: &OutputTopics,
     acks: &mpsc::Sender<PendingAck>,
 ) {
@@ -479,7 +480,7 @@ fn worker_loop(
 /// Write one event to the internal topic, keyed by district, with the input record's timestamp
 /// in a header so stage 2 can measure the latency end to end.
 fn internal_message(
-    producer: &FutureProducer,
+    producer: &Producer,
     events_topic: &str,
     event: Event,
     tokens: TokenList,
@@ -530,7 +531,7 @@ pub(crate) fn event_message(event: &Event) -> Result<EventMessage, serde_json::E
 
 /// Send the original bytes to the dead-letter topic (see [`dead_letter_record`]).
 fn dead_letter(
-    producer: &FutureProducer,
+    producer: &Producer,
     dlq_topic: &str,
     record: &InputRecord,
     dead: &DeadLetter,
@@ -589,7 +590,7 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
 /// so a slow broker slows the workers down instead of growing memory. A message the producer
 /// refuses outright (too large …) comes back as an error for the ack task to settle.
 fn enqueue<K, P>(
-    producer: &FutureProducer,
+    producer: &Producer,
     mut message: FutureRecord<'_, K, P>,
 ) -> Result<DeliveryFuture, KafkaError>
 where
@@ -610,7 +611,7 @@ where
 
 /// [`enqueue`] for async callers: waits for queue space without blocking the runtime's thread.
 pub(crate) async fn enqueue_async<K, P>(
-    producer: &FutureProducer,
+    producer: &Producer,
     mut message: FutureRecord<'_, K, P>,
 ) -> Result<DeliveryFuture, KafkaError>
 where
@@ -650,7 +651,7 @@ fn refused_for_this_message(error: &KafkaError) -> bool {
 async fn ack_loop(
     mut queue: mpsc::Receiver<PendingAck>,
     in_flight: Arc<InFlight>,
-    producer: FutureProducer,
+    producer: Producer,
     outputs: Arc<OutputTopics>,
     observe_latency: bool,
     metrics: Metrics,
@@ -710,7 +711,7 @@ impl Settled {
 /// Wait for one record's outputs. A per-message refusal dead-letters the original record.
 pub(crate) async fn settle(
     ack: PendingAck,
-    producer: FutureProducer,
+    producer: Producer,
     outputs: Arc<OutputTopics>,
     metrics: Metrics,
 ) -> Result<Settled, PipelineError> {

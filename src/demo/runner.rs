@@ -17,6 +17,7 @@ use crate::detection;
 use crate::event::{Channel, Event, Route};
 use crate::health::Health;
 use crate::http::{self, AppState};
+use crate::kafka::producer::Producer;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, china_standard_time};
 use crate::text::mask::AuthorHasher;
@@ -24,7 +25,7 @@ use anyhow::Context;
 use chrono::Utc;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Message};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -225,7 +226,7 @@ fn spawn_traffic(
     options: &DemoOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let producer: FutureProducer = ClientConfig::new()
+    let producer: Producer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("linger.ms", "5")
         .create()?;

@@ -6,6 +6,7 @@
 //! output a record caused was acknowledged ([`offsets::OffsetTracker`]).
 
 pub mod offsets;
+pub mod producer;
 
 use crate::config::KafkaConfig;
 use crate::health::Health;
@@ -13,7 +14,6 @@ use crate::metrics::Metrics;
 use offsets::{OffsetTracker, PartitionKey};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::sync::{Arc, Mutex};
 
@@ -205,6 +205,6 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
-pub fn create_producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
+pub fn create_producer(kafka: &KafkaConfig) -> KafkaResult<producer::Producer> {
     producer_config(kafka).create()
 }
