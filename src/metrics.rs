@@ -10,6 +10,7 @@ use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::Arc;
 
 /// The emotion labels of `citypulse_emotion_total` (the emotion model's six classes).
 pub const EMOTIONS: [&str; 6] = ["happy", "angry", "sad", "fear", "surprise", "neutral"];
@@ -80,7 +81,7 @@ struct FixedSeries {
 }
 
 impl FixedSeries {
-    fn resolve(metrics: &Metrics) -> Self {
+    fn resolve(metrics: &MetricHandles) -> Self {
         let channels = Channel::ALL
             .iter()
             .map(|channel| {
@@ -120,9 +121,23 @@ impl FixedSeries {
     }
 }
 
-/// Handles to every metric. Cheap to clone (the prometheus types are `Arc`s inside).
+/// Handles to every metric, shared: a clone is one reference count. The pipeline clones them
+/// for every record it settles; cloning each handle (an `Arc` inside every prometheus type, and
+/// the vectors of [`FixedSeries`]) cost about 26 atomic increments and 5 allocations a clone.
+/// Fields are read through `Deref` ([`MetricHandles`]).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricHandles>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricHandles;
+
+    fn deref(&self) -> &MetricHandles {
+        &self.0
+    }
+}
+
+/// Every metric's handle (see [`Metrics`]).
+pub struct MetricHandles {
     registry: Registry,
     pub events_in: IntCounterVec,
     pub routed: IntCounterVec,
@@ -328,7 +343,7 @@ impl Metrics {
         registry
             .register(Box::new(sentiment.clone()))
             .expect("registered once");
-        let mut metrics = Metrics {
+        let mut metrics = MetricHandles {
             // Resolved below, from the vectors once they are in place.
             fixed: FixedSeries::default(),
             registry,
@@ -357,7 +372,7 @@ impl Metrics {
         };
         metrics.touch_fixed_labels();
         metrics.fixed = FixedSeries::resolve(&metrics);
-        metrics
+        Metrics(Arc::new(metrics))
     }
 
     /// The series of `channel` that every event touches.
@@ -368,29 +383,6 @@ impl Metrics {
     /// `citypulse_category_confidence` of events that took `route`.
     pub fn category_confidence_of(&self, route: Route) -> &Histogram {
         &self.fixed.category_confidence[route as usize]
-    }
-
-    /// Create the series of the fixed label sets at zero, so dashboards and `rate()` see them
-    /// before the first event.
-    ///
-    /// The series of [`FixedSeries`] (per channel, per stage, confidence per route) are created
-    /// when it resolves them; these are the rest.
-    fn touch_fixed_labels(&self) {
-        for output in ["event", "dlq", "alert"] {
-            self.delivery_failures.with_label_values(&[output]);
-        }
-        for (_, district) in crate::channels::district::CHANGSHA_DISTRICTS {
-            self.events_by_district.with_label_values(&[district]);
-        }
-        for kind in crate::detect::AlertKind::ALL {
-            self.active_alerts.with_label_values(&[kind.as_str()]);
-            for status in ["firing", "updated", "resolved"] {
-                for severity in crate::detect::Severity::ALL {
-                    self.alerts
-                        .with_label_values(&[kind.as_str(), status, severity.as_str()]);
-                }
-            }
-        }
     }
 
     /// Pre-create the routed series for every department × category the config can produce.
@@ -430,6 +422,31 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("encoding into a Vec cannot fail");
         String::from_utf8(buffer).expect("the text encoder writes UTF-8")
+    }
+}
+
+impl MetricHandles {
+    /// Create the series of the fixed label sets at zero, so dashboards and `rate()` see them
+    /// before the first event.
+    ///
+    /// The series of [`FixedSeries`] (per channel, per stage, confidence per route) are created
+    /// when it resolves them; these are the rest.
+    fn touch_fixed_labels(&self) {
+        for output in ["event", "dlq", "alert"] {
+            self.delivery_failures.with_label_values(&[output]);
+        }
+        for (_, district) in crate::channels::district::CHANGSHA_DISTRICTS {
+            self.events_by_district.with_label_values(&[district]);
+        }
+        for kind in crate::detect::AlertKind::ALL {
+            self.active_alerts.with_label_values(&[kind.as_str()]);
+            for status in ["firing", "updated", "resolved"] {
+                for severity in crate::detect::Severity::ALL {
+                    self.alerts
+                        .with_label_values(&[kind.as_str(), status, severity.as_str()]);
+                }
+            }
+        }
     }
 }
 
