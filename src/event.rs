@@ -216,6 +216,24 @@ pub struct Event {
     pub incident_id: Option<String>,
 }
 
+/// JSON bytes of an event besides its texts: 548–704 on the 1,830 events of the comparison
+/// set (ids, times, keywords, labels, scores, source).
+const JSON_BYTES_BESIDES_TEXT: usize = 768;
+
+impl Event {
+    /// About how many bytes the event's JSON takes, to size its buffer once: `serde_json`
+    /// otherwise starts at 128 bytes and doubles, reallocating and copying four times for an
+    /// event with 1 KB of text.
+    pub fn json_size_hint(&self) -> usize {
+        let texts = [&self.title, &self.context, &self.address]
+            .into_iter()
+            .flatten()
+            .map(String::len)
+            .sum::<usize>();
+        JSON_BYTES_BESIDES_TEXT + self.text.len() + texts
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

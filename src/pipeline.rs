@@ -487,7 +487,9 @@ fn internal_message(
     record: &InputRecord,
 ) -> Result<(String, Result<DeliveryFuture, KafkaError>), serde_json::Error> {
     let internal = InternalEvent { event, tokens };
-    let payload = serde_json::to_vec(&internal)?;
+    let mut payload =
+        Vec::with_capacity(internal.event.json_size_hint() + internal.tokens.json_size_hint() + 32);
+    serde_json::to_writer(&mut payload, &internal)?;
     let key = district_key(&internal.event);
     let mut message = FutureRecord::to(events_topic).key(key).payload(&payload);
     if let Some(ms) = record.timestamp_ms {
@@ -517,7 +519,8 @@ impl EventMessage {
 
 /// The output message of an event: shared by stage 1 (detection off) and stage 2.
 pub(crate) fn event_message(event: &Event) -> Result<EventMessage, serde_json::Error> {
-    let payload = serde_json::to_vec(event)?;
+    let mut payload = Vec::with_capacity(event.json_size_hint());
+    serde_json::to_writer(&mut payload, event)?;
     let key = match event.route {
         Route::Routed => event.department.clone(),
         Route::Triage | Route::Ignored => event.id.clone(),

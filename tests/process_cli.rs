@@ -235,3 +235,34 @@ fn invalid_utf8_and_oversized_lines_are_errors_not_crashes() {
     assert_eq!(lines[1]["reason"], "too_large");
     assert_eq!(lines[1]["line"], 2);
 }
+
+/// The size hint that sizes an event's output buffer once covers the JSON of every fixture event
+/// (texts with few escapes), without reserving far more than it takes.
+#[test]
+fn json_size_hints_cover_the_fixture_events() {
+    for (file, channel) in [
+        ("weibo.jsonl", "weibo"),
+        ("wechat.xmll", "wechat"),
+        ("12345.jsonl", "12345"),
+        ("110.jsonl", "110"),
+    ] {
+        let path = Path::new("tests/fixtures/channels").join(file);
+        let output = run_process(
+            &["--channel", channel, "--input", path.to_str().unwrap()],
+            None,
+        );
+        let stdout = String::from_utf8(output.stdout).expect("output is UTF-8");
+        let mut events = 0;
+        for line in stdout.lines().filter(|l| l.contains("\"schema_version\"")) {
+            let event: citypulse::event::Event = serde_json::from_str(line).expect("an event");
+            let written = serde_json::to_vec(&event).expect("serialises").len();
+            let hint = event.json_size_hint();
+            assert!(
+                (written..=written + 1024).contains(&hint),
+                "{file}: hint {hint} for {written} bytes"
+            );
+            events += 1;
+        }
+        assert!(events > 0, "{file}: no events");
+    }
+}

@@ -51,6 +51,15 @@ impl TokenList {
         self.ends.len()
     }
 
+    /// Bytes of the list as a JSON array of strings when no token needs an escape: brackets,
+    /// and per token two quotes and a comma, one comma fewer.
+    pub fn json_size_hint(&self) -> usize {
+        match self.ends.len() {
+            0 => 2,
+            tokens => 1 + self.text.len() + 3 * tokens,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -119,12 +128,23 @@ impl<'de> Visitor<'de> for Tokens {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TokenList, A::Error> {
-        // The hint comes from the input: capped so that a hostile length cannot reserve.
-        let mut list = TokenList::with_capacity(seq.size_hint().unwrap_or(0).min(4096), 0);
+        // The hint comes from the input: capped so that a hostile length cannot reserve. JSON
+        // gives none: then room for a short post's tokens, so that most lists are allocated
+        // once rather than grown from nothing (heaptrack counted 6.8 allocations per short
+        // post in stage 2 growing both buffers).
+        let (tokens, bytes) = match seq.size_hint() {
+            Some(hint) => (hint.min(4096), 0),
+            None => (TYPICAL_TOKENS, TYPICAL_TOKENS * 6),
+        };
+        let mut list = TokenList::with_capacity(tokens, bytes);
         while seq.next_element_seed(Push(&mut list))?.is_some() {}
         Ok(list)
     }
 }
+
+/// Tokens reserved for a list read from JSON: a short post's content tokens (two-character
+/// words, six bytes each, a few more for a long message).
+const TYPICAL_TOKENS: usize = 32;
 
 /// Appends one string element straight to the list: each token is copied once, from the
 /// input (or the parser's unescaping buffer) into the list, never into a `String` of its own.
@@ -157,6 +177,15 @@ impl<'de> Visitor<'de> for Push<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_size_hint_is_the_json_length_without_escapes() {
+        for tokens in [&[][..], &["路灯"][..], &["路灯", "", "坏了", "A3"][..]] {
+            let list: TokenList = tokens.iter().copied().collect();
+            let json = serde_json::to_vec(&list).unwrap();
+            assert_eq!(list.json_size_hint(), json.len(), "{tokens:?}");
+        }
+    }
 
     #[test]
     fn keeps_tokens_in_order_including_empty_ones() {
