@@ -10,9 +10,9 @@
 //!
 //! Delivery: the pipeline's producer ([`crate::kafka::producer`]) with `acks=all` and
 //! idempotence, whose `message.timeout.ms` is the produce timeout, so a record that missed its
-//! deadline is failed by librdkafka too (and not written late behind the 503). A sender that retries after a 503 may still cause a duplicate
-//! when the acknowledgement, not the write, was lost; the pipeline's event ids absorb that
-//! (at-least-once, as everywhere else).
+//! deadline is failed by librdkafka too (and not written late behind the 503). A sender that
+//! retries after a 503 may still cause a duplicate when the acknowledgement, not the write, was
+//! lost; the pipeline's event ids absorb that (at-least-once, as everywhere else).
 
 use crate::channels::MAX_RECORD_BYTES;
 use crate::config::PipelineConfig;

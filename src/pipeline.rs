@@ -487,8 +487,10 @@ fn internal_message(
     record: &InputRecord,
 ) -> Result<(String, Result<DeliveryFuture, KafkaError>), serde_json::Error> {
     let internal = InternalEvent { event, tokens };
-    let mut payload =
-        Vec::with_capacity(internal.event.json_size_hint() + internal.tokens.json_size_hint() + 32);
+    let wrapper = r#"{"event":,"tokens":}"#.len();
+    let mut payload = Vec::with_capacity(
+        wrapper + internal.event.json_size_hint() + internal.tokens.json_size_hint(),
+    );
     serde_json::to_writer(&mut payload, &internal)?;
     let key = district_key(&internal.event);
     let mut message = FutureRecord::to(events_topic).key(key).payload(&payload);

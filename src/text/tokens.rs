@@ -142,8 +142,8 @@ impl<'de> Visitor<'de> for Tokens {
     }
 }
 
-/// Tokens reserved for a list read from JSON: a short post's content tokens (two-character
-/// words, six bytes each, a few more for a long message).
+/// Tokens reserved for a list read from JSON, which gives no length: 32 tokens of six bytes
+/// (two Han characters) hold a short post's list; a long message's list grows from there.
 const TYPICAL_TOKENS: usize = 32;
 
 /// Appends one string element straight to the list: each token is copied once, from the
