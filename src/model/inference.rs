@@ -236,7 +236,12 @@ impl Table {
     /// and dot product, each summed in the order of `hits` (the caller's reference order).
     fn margins(&self, sublinear_tf: bool, hits: &mut [(u32, f32)]) -> Vec<f32> {
         for (c, v) in hits.iter_mut() {
-            let tf = if sublinear_tf { 1.0 + v.ln() } else { *v };
+            // Most terms occur once, and ln(1) is exactly 0: that logarithm is skipped.
+            let tf = match (sublinear_tf, *v) {
+                (true, 1.0) => 1.0,
+                (true, count) => 1.0 + count.ln(),
+                (false, count) => count,
+            };
             *v = tf * self.rows[*c as usize * (self.k + 1)];
         }
         let norm = hits.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
