@@ -6,7 +6,7 @@
 //! One test at a time (`SERIAL`): the idle test reads the CPU time of the threads named
 //! `producer-events`, which must then be its own producer's.
 
-use citypulse::kafka::producer::Producer;
+use citypulse::kafka::producer::{DeliveryFuture, Producer};
 use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
@@ -30,19 +30,37 @@ fn config(cluster: &MockCluster<'static, DefaultProducerContext>) -> ClientConfi
     config
 }
 
+/// A producer whose broker is down, so its records wait until librdkafka's
+/// `message.timeout.ms` (or the producer's drop) settles them.
+fn producer_to_a_down_broker(
+    cluster: &MockCluster<'static, DefaultProducerContext>,
+    message_timeout_ms: &str,
+) -> Producer {
+    let producer: Producer = config(cluster)
+        .set("message.timeout.ms", message_timeout_ms)
+        .create()
+        .expect("producer");
+    cluster.broker_down(1).expect("broker down");
+    producer
+}
+
+/// Queues `payload` on the topic `out`.
+fn queue(producer: &Producer, payload: &[u8]) -> DeliveryFuture {
+    let record = FutureRecord::<str, _>::to("out").key("k").payload(payload);
+    producer
+        .send_result(record)
+        .map_err(|(error, _)| error)
+        .expect("the local queue takes the record")
+}
+
 #[tokio::test]
 async fn each_record_resolves_with_its_partition_and_offset() {
     let _serial = SERIAL.lock().await;
     let cluster = cluster();
     let producer: Producer = config(&cluster).create().expect("producer");
-    let mut futures = Vec::new();
-    for i in 0..5 {
-        let payload = format!("record {i}");
-        let record = FutureRecord::<str, _>::to("out")
-            .key("k")
-            .payload(payload.as_bytes());
-        futures.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-    }
+    let futures: Vec<DeliveryFuture> = (0..5)
+        .map(|i| queue(&producer, format!("record {i}").as_bytes()))
+        .collect();
     let mut offsets = Vec::new();
     for future in futures {
         let delivery = tokio::time::timeout(Duration::from_secs(10), future)
@@ -72,13 +90,13 @@ async fn a_delivery_wakes_the_sleeping_event_thread() {
     let cluster = cluster();
     let producer: Producer = config(&cluster).create().expect("producer");
     // Warm up the connection; the event thread then falls asleep between records.
-    producer
-        .send(
-            FutureRecord::<str, _>::to("out").payload("first".as_bytes()),
-            Duration::from_secs(1),
-        )
-        .await
-        .expect("delivered");
+    let delivered = |payload: &'static [u8]| async {
+        queue(&producer, payload)
+            .await
+            .expect("not canceled")
+            .expect("delivered")
+    };
+    delivered(b"first").await;
     // Each record is served on librdkafka's wake-up, not on the thread's 1 s fallback tick:
     // were wake-ups lost, each would wait a uniform 0–1 s, and all four staying below 250 ms
     // would have odds of 0.4 %.
@@ -86,13 +104,7 @@ async fn a_delivery_wakes_the_sleeping_event_thread() {
     for pause_ms in [1300, 1700, 1100, 1450] {
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         let started = std::time::Instant::now();
-        producer
-            .send(
-                FutureRecord::<str, _>::to("out").payload("again".as_bytes()),
-                Duration::from_secs(1),
-            )
-            .await
-            .expect("delivered");
+        delivered(b"again").await;
         slowest = slowest.max(started.elapsed());
     }
     assert!(
@@ -105,13 +117,8 @@ async fn a_delivery_wakes_the_sleeping_event_thread() {
 async fn a_record_the_broker_never_takes_fails_with_the_timeout() {
     let _serial = SERIAL.lock().await;
     let cluster = cluster();
-    let producer: Producer = config(&cluster)
-        .set("message.timeout.ms", "800")
-        .create()
-        .expect("producer");
-    cluster.broker_down(1).expect("broker down");
-    let record = FutureRecord::<str, _>::to("out").payload("lost".as_bytes());
-    let future = producer.send_result(record).map_err(|(e, _)| e).unwrap();
+    let producer = producer_to_a_down_broker(&cluster, "800");
+    let future = queue(&producer, b"lost");
     let result = tokio::time::timeout(Duration::from_secs(10), future)
         .await
         .expect("the failure is reported, not left hanging")
@@ -128,13 +135,8 @@ async fn a_record_the_broker_never_takes_fails_with_the_timeout() {
 async fn dropping_the_producer_settles_what_it_still_holds() {
     let _serial = SERIAL.lock().await;
     let cluster = cluster();
-    let producer: Producer = config(&cluster)
-        .set("message.timeout.ms", "60000")
-        .create()
-        .expect("producer");
-    cluster.broker_down(1).expect("broker down");
-    let record = FutureRecord::<str, _>::to("out").payload("pending".as_bytes());
-    let future = producer.send_result(record).map_err(|(e, _)| e).unwrap();
+    let producer = producer_to_a_down_broker(&cluster, "60000");
+    let future = queue(&producer, b"pending");
     drop(producer);
     let settled = tokio::time::timeout(Duration::from_secs(10), future)
         .await
