@@ -201,7 +201,9 @@ impl Producer {
         self.shared.base.flush(timeout)
     }
 
-    /// Records queued or in flight, not yet acknowledged.
+    /// Records queued, in flight, or acknowledged but with their delivery report still being
+    /// served: librdkafka counts a record until its report event is destroyed, which is just
+    /// after the record's future resolves, so this may lag a resolved future by an instant.
     pub fn in_flight_count(&self) -> i32 {
         self.shared.base.in_flight_count()
     }
