@@ -36,7 +36,7 @@ use crate::text::mask::AuthorHasher;
 use chrono::{Duration as TimeDelta, Utc};
 use futures::channel::oneshot::Canceled;
 use prometheus::core::Metric;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::FutureRecord;
@@ -575,20 +575,12 @@ async fn produce_records(
             }
         }
         let key = i.to_string();
-        let mut record = FutureRecord::to(topic).key(&key).payload(&payload);
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push_back(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((error, _)) => return Err(KafkaBenchError::Producer(error)),
-            }
-        }
+        let record = FutureRecord::to(topic).key(&key).payload(&payload);
+        let delivery = producer
+            .send_when_queued(record, None)
+            .await
+            .map_err(|(error, _)| KafkaBenchError::Producer(error))?;
+        deliveries.push_back(delivery);
         if deliveries.len() >= MAX_PENDING_DELIVERIES {
             if let Some(oldest) = deliveries.pop_front() {
                 delivered(oldest.await)?;

@@ -591,51 +591,36 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     }
 }
 
-/// Hand a message to the producer, waiting while its local queue is full: the queue is bounded,
-/// so a slow broker slows the workers down instead of growing memory. A message the producer
-/// refuses outright (too large …) comes back as an error for the ack task to settle.
+/// Hand a message to the producer, waiting while its local queue is full (see
+/// [`Producer::send_when_queued`]). A message the producer refuses outright (too large …) comes
+/// back as an error for the ack task to settle.
 fn enqueue<K, P>(
     producer: &Producer,
-    mut message: FutureRecord<'_, K, P>,
+    message: FutureRecord<'_, K, P>,
 ) -> Result<DeliveryFuture, KafkaError>
 where
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
 {
-    loop {
-        match producer.send_result(message) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                message = returned;
-                std::thread::sleep(QUEUE_FULL_PAUSE);
-            }
-            Err((error, _)) => return Err(error),
-        }
-    }
+    producer
+        .send_when_queued_blocking(message)
+        .map_err(|(error, _)| error)
 }
 
 /// [`enqueue`] for async callers: waits for queue space without blocking the runtime's thread.
 pub(crate) async fn enqueue_async<K, P>(
     producer: &Producer,
-    mut message: FutureRecord<'_, K, P>,
+    message: FutureRecord<'_, K, P>,
 ) -> Result<DeliveryFuture, KafkaError>
 where
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
 {
-    loop {
-        match producer.send_result(message) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                message = returned;
-                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
-            }
-            Err((error, _)) => return Err(error),
-        }
-    }
+    producer
+        .send_when_queued(message, None)
+        .await
+        .map_err(|(error, _)| error)
 }
-
-const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
 
 /// Errors that concern one message, not the broker or the topic: re-sending will not help, so
 /// the record is dead-lettered instead of stopping the pipeline (no crash loop on one record).

@@ -7,7 +7,7 @@
 //! `producer-events`, which must then be its own producer's.
 
 use citypulse::kafka::producer::{DeliveryFuture, Producer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -151,6 +151,48 @@ async fn dropping_the_producer_settles_what_it_still_holds() {
         !matches!(settled, Ok(Ok(_))),
         "a record the broker never saw cannot have been delivered"
     );
+}
+
+#[tokio::test]
+async fn a_full_local_queue_is_waited_on_for_as_long_as_asked() {
+    let _serial = SERIAL.lock().await;
+    let cluster = cluster();
+    // Room for one record, which waits on the down broker until its 800 ms timeout.
+    let producer: Producer = config(&cluster)
+        .set("queue.buffering.max.messages", "1")
+        .set("message.timeout.ms", "800")
+        .create()
+        .expect("producer");
+    cluster.broker_down(1).expect("broker down");
+    let first = queue(&producer, b"first");
+
+    let record = |payload: &'static [u8]| FutureRecord::<str, _>::to("out").payload(payload);
+    let started = std::time::Instant::now();
+    let (error, returned) = producer
+        .send_when_queued(record(b"refused"), Some(Duration::from_millis(200)))
+        .await
+        .err()
+        .expect("no room within 200 ms");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(
+        matches!(
+            error,
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+        ),
+        "unexpected error {error:?}"
+    );
+    assert_eq!(returned.payload, Some(&b"refused"[..]));
+
+    // Without a limit it waits until the first record's timeout frees the queue.
+    let queued = tokio::time::timeout(
+        Duration::from_secs(10),
+        producer.send_when_queued(record(b"waited"), None),
+    )
+    .await
+    .expect("queued once the first record timed out");
+    assert!(queued.is_ok(), "the second record was refused");
+    let first = first.await.expect("not canceled");
+    assert!(first.is_err(), "the broker was down");
 }
 
 /// Nanoseconds on the CPU, summed over this process's threads with this name.

@@ -39,7 +39,7 @@ use rdkafka::{ClientConfig, ClientContext, Message, Timestamp};
 /// be lost, at a few microseconds of CPU a second.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
-/// How long [`Producer::send`] waits before retrying a record the full local queue refused.
+/// How long a send waits before retrying a record the full local queue refused.
 const QUEUE_FULL_RETRY: Duration = Duration::from_millis(2);
 
 /// Sends each delivery result to the future of its record.
@@ -164,13 +164,15 @@ impl Producer {
         }
     }
 
-    /// Sends `record` and waits for its delivery result. While the local queue is full it
-    /// retries for up to `queue_timeout`, then reports `QueueFull` for the record.
-    pub async fn send<K, P>(
+    /// [`Self::send_result`], waiting while the local queue is full — it is bounded, so a slow
+    /// broker slows the sender down instead of growing memory — for up to `queue_timeout`
+    /// (`None`: as long as it takes). Any other refusal comes back at once.
+    #[allow(clippy::result_large_err)] // as `send_result`
+    pub async fn send_when_queued<'a, K, P>(
         &self,
-        mut record: FutureRecord<'_, K, P>,
-        queue_timeout: Duration,
-    ) -> OwnedDeliveryResult
+        mut record: FutureRecord<'a, K, P>,
+        queue_timeout: Option<Duration>,
+    ) -> Result<DeliveryFuture, (KafkaError, FutureRecord<'a, K, P>)>
     where
         K: ToBytes + ?Sized,
         P: ToBytes + ?Sized,
@@ -178,21 +180,57 @@ impl Producer {
         let started = Instant::now();
         loop {
             match self.send_result(record) {
-                Ok(delivery) => {
-                    return match delivery.await {
-                        Ok(result) => result,
-                        // The producer went before librdkafka reported on the record.
-                        Err(_canceled) => Err((KafkaError::Canceled, empty_message())),
-                    };
-                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
-                    if started.elapsed() < queue_timeout =>
+                    if queue_timeout.is_none_or(|limit| started.elapsed() < limit) =>
                 {
                     record = returned;
                     tokio::time::sleep(QUEUE_FULL_RETRY).await;
                 }
-                Err((error, returned)) => return Err((error, owned(returned))),
+                queued_or_refused => return queued_or_refused,
             }
+        }
+    }
+
+    /// [`Self::send_when_queued`] without a time limit, for threads outside the async runtime:
+    /// blocks the calling thread while the local queue is full.
+    #[allow(clippy::result_large_err)] // as `send_result`
+    pub fn send_when_queued_blocking<'a, K, P>(
+        &self,
+        mut record: FutureRecord<'a, K, P>,
+    ) -> Result<DeliveryFuture, (KafkaError, FutureRecord<'a, K, P>)>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        loop {
+            match self.send_result(record) {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    std::thread::sleep(QUEUE_FULL_RETRY);
+                }
+                queued_or_refused => return queued_or_refused,
+            }
+        }
+    }
+
+    /// Sends `record` and waits for its delivery result. While the local queue is full it
+    /// retries for up to `queue_timeout`, then reports `QueueFull` for the record.
+    pub async fn send<K, P>(
+        &self,
+        record: FutureRecord<'_, K, P>,
+        queue_timeout: Duration,
+    ) -> OwnedDeliveryResult
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        match self.send_when_queued(record, Some(queue_timeout)).await {
+            Ok(delivery) => match delivery.await {
+                Ok(result) => result,
+                // The producer went before librdkafka reported on the record.
+                Err(_canceled) => Err((KafkaError::Canceled, empty_message())),
+            },
+            Err((error, returned)) => Err((error, owned(returned))),
         }
     }
 
