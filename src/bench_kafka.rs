@@ -20,12 +20,16 @@
 //!   shows whether it stays flat once the windows and caches have filled.
 //!
 //! "One core" is the affinity the process is started with (`taskset -c 0 citypulse
-//! bench-kafka`); the report prints how many CPUs it was allowed.
+//! bench-kafka`); the report prints how many CPUs it was allowed. `--load-core N` instead
+//! keeps core N for the load — the broker and the bench's producers — and runs citypulse's
+//! threads on the other cores ([`crate::cpu_affinity`]), as a broker on another machine
+//! would; the report then splits the CPU time between the two sides.
 
 use crate::alert_feed::AlertFeed;
 use crate::assets;
 use crate::bench::{long_workload, proc_status_kb, short_workload, Workload};
 use crate::config::PipelineConfig;
+use crate::cpu_affinity::LoadCore;
 use crate::detection;
 use crate::health::Health;
 use crate::kafka::producer::Producer;
@@ -60,6 +64,8 @@ pub enum KafkaBenchError {
     Producer(#[source] KafkaError),
     #[error("--messages, --partitions and --rate must be positive")]
     Options,
+    #[error("placing threads: {0}")]
+    Affinity(#[from] std::io::Error),
 }
 
 /// Which workloads to run.
@@ -95,6 +101,10 @@ pub struct KafkaBenchOptions {
     /// The shared data directory; generated texts where it is absent.
     #[arg(long, default_value = "../shared/data")]
     pub shared_data: PathBuf,
+    /// Run the embedded broker and the bench's producers on this core, and citypulse on the
+    /// other cores the process may use (`bench-kafka --load-core 1`: citypulse on core 0).
+    #[arg(long)]
+    pub load_core: Option<usize>,
     /// Seed of the generator used when the shared data is absent.
     #[arg(skip = 7u64)]
     pub seed: u64,
@@ -246,6 +256,8 @@ pub struct KafkaWorkloadReport {
     pub settled: u64,
     pub seconds: f64,
     pub cpu_seconds: f64,
+    /// Of `cpu_seconds`, the load core's (with `--load-core`).
+    pub load_cpu_seconds: Option<f64>,
     pub latency: Option<LatencyReport>,
 }
 
@@ -256,6 +268,11 @@ impl KafkaWorkloadReport {
     pub fn msgs_per_cpu_sec(&self) -> f64 {
         self.settled as f64 / self.cpu_seconds.max(1e-9)
     }
+    /// Settled records per CPU-second of citypulse's own threads, with `--load-core`.
+    pub fn msgs_per_citypulse_cpu_sec(&self) -> Option<f64> {
+        self.load_cpu_seconds
+            .map(|load| self.settled as f64 / (self.cpu_seconds - load).max(1e-9))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +282,8 @@ pub struct KafkaBenchReport {
     /// `kafka.client` settings given on the command line.
     pub client: Vec<(String, String)>,
     pub cpus_allowed: usize,
+    /// With `--load-core`: the load's core and citypulse's.
+    pub placement: Option<(usize, Vec<usize>)>,
     pub peak_rss_kb: Option<u64>,
 }
 
@@ -273,6 +292,9 @@ pub async fn run(options: &KafkaBenchOptions) -> Result<KafkaBenchReport, KafkaB
     if options.messages == 0 || options.partitions == 0 || options.rate <= 0.0 {
         return Err(KafkaBenchError::Options);
     }
+    let cpus_allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Before anything starts a thread, so that citypulse's threads all inherit their cores.
+    let load_core = options.load_core.map(LoadCore::reserve).transpose()?;
     let mut config = PipelineConfig::default();
     config.pipeline.workers = options.partitions;
     config.kafka.client.extend(options.client.iter().cloned());
@@ -296,13 +318,25 @@ pub async fn run(options: &KafkaBenchOptions) -> Result<KafkaBenchReport, KafkaB
     for (n, workload) in workloads.iter().enumerate() {
         let mut config = config.clone();
         config.kafka.group_id = format!("citypulse-bench-{n}");
-        reports.push(measure(options, config, stages.clone(), workload).await?);
+        reports.push(
+            measure(
+                options,
+                config,
+                stages.clone(),
+                workload,
+                load_core.as_ref(),
+            )
+            .await?,
+        );
     }
     Ok(KafkaBenchReport {
         workloads: reports,
         partitions: options.partitions,
         client: options.client.clone(),
-        cpus_allowed: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpus_allowed,
+        placement: load_core
+            .as_ref()
+            .map(|l| (l.core(), l.citypulse_cores().to_vec())),
         peak_rss_kb: proc_status_kb("VmHWM"),
     })
 }
@@ -312,8 +346,11 @@ async fn measure(
     mut config: PipelineConfig,
     stages: Arc<Stages>,
     workload: &Arc<Workload>,
+    load_core: Option<&LoadCore>,
 ) -> Result<KafkaWorkloadReport, KafkaBenchError> {
-    let cluster = MockCluster::new(1).map_err(KafkaBenchError::Broker)?;
+    let cluster = start_load(load_core, || {
+        MockCluster::new(1).map_err(KafkaBenchError::Broker)
+    })?;
     // The mock broker holds a fetch of a caught-up partition open for the whole
     // `fetch.wait.max.ms` even when data arrives meanwhile (Apache Kafka answers at once), so
     // with librdkafka's default of 500 ms a consumer that catches up would idle in 500 ms
@@ -413,11 +450,11 @@ async fn measure(
         let consumed_before = consumed();
         let workload = workload.clone();
         let count = options.messages;
+        let bulk = start_load(load_core, || producer(&brokers, "5"))?;
         tokio::spawn(async move {
             // Built as they go out rather than all before: the bench's own buffers would
             // otherwise dominate the peak RSS it reports.
             let records = (0..count).map(|i| workload.record(i, at(i)));
-            let bulk = producer(&brokers, "5")?;
             let backlog = move |produced: usize| {
                 let consumed = metrics
                     .events_in
@@ -433,7 +470,11 @@ async fn measure(
 
     // Throughput: from the first record settled to the last.
     let target = settled_before + options.messages as u64;
-    let mut first: Option<(Instant, u64, f64)> = None;
+    let cpu_now = || CpuSample {
+        process: process_cpu_seconds(),
+        load: load_core.map(LoadCore::load_cpu_seconds),
+    };
+    let mut first: Option<(Instant, u64, CpuSample)> = None;
     let mut last_progress = (Instant::now(), settled_before);
     let mut end = None;
     loop {
@@ -443,10 +484,10 @@ async fn measure(
             last_progress = (Instant::now(), now);
         }
         if first.is_none() && now > settled_before {
-            first = Some((Instant::now(), now, process_cpu_seconds()));
+            first = Some((Instant::now(), now, cpu_now()));
         }
         if now >= target {
-            end = Some((Instant::now(), now, process_cpu_seconds()));
+            end = Some((Instant::now(), now, cpu_now()));
             break;
         }
         // Group formation takes seconds; a stall after progress means something is wrong.
@@ -465,16 +506,16 @@ async fn measure(
         Ok(Err(error)) => return Err(error),
         Err(_) => return Err(KafkaBenchError::Producer(KafkaError::Canceled)),
     }
-    let (seconds, cpu_seconds, settled_count) = match (first, end) {
+    let (seconds, cpu, settled_count) = match (&first, &end) {
         (Some((t0, n0, c0)), Some((t1, n1, c1))) => {
-            (t1.duration_since(t0).as_secs_f64(), c1 - c0, n1 - n0)
+            (t1.duration_since(*t0).as_secs_f64(), c1.since(c0), n1 - n0)
         }
         (Some((t0, n0, c0)), None) => (
-            last_progress.0.duration_since(t0).as_secs_f64(),
-            process_cpu_seconds() - c0,
+            last_progress.0.duration_since(*t0).as_secs_f64(),
+            cpu_now().since(c0),
             last_progress.1 - n0,
         ),
-        _ => (0.0, 0.0, 0),
+        _ => (0.0, CpuSample::default(), 0),
     };
 
     let latency = if latency_records > 0 && end.is_some() {
@@ -487,7 +528,7 @@ async fn measure(
         let before = buckets(&metrics);
         let stop_sampling = CancellationToken::new();
         let sampling = sample_rss(stop_sampling.clone());
-        let paced = producer(&config.kafka.brokers, "0")?;
+        let paced = start_load(load_core, || producer(&config.kafka.brokers, "0"))?;
         let started = Instant::now();
         produce_records(&paced, &input_topic, records, Some(options.rate), None).await?;
         let produced_rate = latency_records as f64 / started.elapsed().as_secs_f64();
@@ -521,9 +562,37 @@ async fn measure(
         completed: last_progress.1.max(end.map_or(0, |(_, n, _)| n)) - settled_before,
         settled: settled_count,
         seconds,
-        cpu_seconds,
+        cpu_seconds: cpu.process,
+        load_cpu_seconds: cpu.load,
         latency,
     })
+}
+
+/// CPU seconds of the whole process, and of the load core's threads with `--load-core`.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSample {
+    process: f64,
+    load: Option<f64>,
+}
+
+impl CpuSample {
+    fn since(&self, earlier: &CpuSample) -> CpuSample {
+        CpuSample {
+            process: self.process - earlier.process,
+            load: self.load.zip(earlier.load).map(|(now, then)| now - then),
+        }
+    }
+}
+
+/// Start load (the broker, a producer) on the load core when there is one.
+fn start_load<T>(
+    load_core: Option<&LoadCore>,
+    start: impl FnOnce() -> Result<T, KafkaBenchError>,
+) -> Result<T, KafkaBenchError> {
+    match load_core {
+        Some(load_core) => load_core.start_load(start)?,
+        None => start(),
+    }
 }
 
 fn producer(brokers: &str, linger_ms: &str) -> Result<Producer, KafkaBenchError> {
@@ -710,6 +779,12 @@ impl fmt::Display for KafkaBenchReport {
             "embedded broker (librdkafka mock cluster) on loopback; {} partition(s), {} worker(s); {} CPU(s) allowed",
             self.partitions, self.partitions, self.cpus_allowed
         )?;
+        if let Some((load_core, citypulse_cores)) = &self.placement {
+            writeln!(
+                f,
+                "--load-core: broker and bench producers on core {load_core}, citypulse on {citypulse_cores:?}"
+            )?;
+        }
         if !self.client.is_empty() {
             let settings: Vec<String> = self
                 .client
@@ -731,6 +806,13 @@ impl fmt::Display for KafkaBenchReport {
                 w.cpu_seconds,
                 w.msgs_per_cpu_sec()
             )?;
+            if let (Some(load), Some(rate)) = (w.load_cpu_seconds, w.msgs_per_citypulse_cpu_sec()) {
+                writeln!(
+                    f,
+                    "of which the load core {load:.2} CPU-s; citypulse {:.2} CPU-s = {rate:.0} msg per citypulse CPU-second",
+                    w.cpu_seconds - load
+                )?;
+            }
             match &w.latency {
                 Some(l) => {
                     writeln!(

@@ -30,6 +30,7 @@ pub mod bench;
 pub mod bench_kafka;
 pub mod channels;
 pub mod config;
+pub mod cpu_affinity;
 pub mod demo;
 pub mod detect;
 pub mod detection;
