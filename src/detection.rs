@@ -16,6 +16,10 @@
 //! processed before, so re-reading them only rebuilds state: they produce neither events nor
 //! alerts and are never marked begun, so the commit never moves backwards.
 //!
+//! Stage 1 wrote each event as JSON once. Stage 2 reads only the fields it needs
+//! (`EventFacts`) and sends that JSON on with its `incident_id` filled in
+//! (`with_incident_id`); it does not parse the whole event and write it again.
+//!
 //! At-least-once, as in stage 1: each internal offset is begun in an [`OffsetTracker`] and
 //! completed once the routed event and every alert it caused were acknowledged; the commit
 //! point never passes an unfinished offset. Acknowledgements are awaited concurrently, up to
@@ -34,7 +38,7 @@
 use crate::alert_feed::AlertFeed;
 use crate::config::PipelineConfig;
 use crate::detect::{Alert, DetectInput, Detector, Watermarks};
-use crate::event::Event;
+use crate::event::{Channel, Event, Route, SCHEMA_VERSION};
 use crate::health::Health;
 use crate::kafka::offsets::{OffsetTracker, PartitionKey};
 use crate::kafka::producer::{DeliveryFuture, Producer};
@@ -42,11 +46,13 @@ use crate::kafka::{commit_offsets, consumer_config, create_producer, lock};
 use crate::metrics::Metrics;
 use crate::pipeline::{
     commit_finished, dead_letter_record, enqueue_async, event_message, final_commit, settle,
-    InputRecord, OutputTopics, PendingAck, PipelineError, Settled, MAX_IN_FLIGHT_BYTES,
+    EventMessage, InputRecord, OutputTopics, PendingAck, PipelineError, Settled,
+    MAX_IN_FLIGHT_BYTES,
 };
 use crate::stages::DeadLetter;
 use crate::text::tokens::TokenList;
 use chrono::Utc;
+use chrono::{DateTime, FixedOffset};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -56,6 +62,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,18 +80,140 @@ pub struct InternalEvent {
     pub tokens: TokenList,
 }
 
+/// Stage 2's reading of an internal message: the event's JSON kept as written, to be sent on
+/// with its incident id filled in ([`with_incident_id`]) rather than parsed into an [`Event`]
+/// and written out again — stage 1 serialised it once already.
+#[derive(Deserialize)]
+struct InternalView<'a> {
+    #[serde(borrow)]
+    event: &'a serde_json::value::RawValue,
+    tokens: TokenList,
+}
+
+/// The fields of an internal event that detection and routing read; the texts, which are most
+/// of its bytes, are skipped. Strings borrow the message where they hold no escapes.
+#[derive(Deserialize)]
+struct EventFacts<'a> {
+    schema_version: u32,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    channel: Channel,
+    occurred_at: DateTime<FixedOffset>,
+    #[serde(borrow)]
+    district: Option<Cow<'a, str>>,
+    keywords: Vec<String>,
+    #[serde(borrow)]
+    category: Cow<'a, str>,
+    #[serde(borrow)]
+    department: Cow<'a, str>,
+    priority: u8,
+    #[serde(borrow)]
+    emotion: Cow<'a, str>,
+    route: Route,
+    #[serde(borrow)]
+    source: Option<SourceFacts<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SourceFacts<'a> {
+    #[serde(borrow)]
+    topic: Cow<'a, str>,
+    partition: i32,
+}
+
+impl EventFacts<'_> {
+    fn detect_input<'a>(&'a self, tokens: &'a TokenList) -> DetectInput<'a> {
+        DetectInput {
+            event_id: &self.id,
+            channel: self.channel,
+            occurred_at: self.occurred_at,
+            district: self.district.as_deref(),
+            category: &self.category,
+            tokens,
+            keywords: &self.keywords,
+            priority: self.priority,
+            emotion: Some(&self.emotion),
+            relevant: self.route != Route::Ignored,
+        }
+    }
+
+    /// The output message's key, as [`crate::pipeline::event_message`] gives it.
+    fn output_key(&self) -> &str {
+        match self.route {
+            Route::Routed => &self.department,
+            Route::Triage | Route::Ignored => &self.id,
+        }
+    }
+}
+
+/// How an event's JSON ends while it has no incident: `incident_id` is the last field of
+/// [`Event`] and is always written.
+const NO_INCIDENT_YET: &str = r#""incident_id":null}"#;
+
+/// The output JSON of an internal event: `event_json` (as stage 1 serialised the [`Event`])
+/// with its `incident_id` set, byte for byte what serialising the event with that id gives.
+/// `None` if the JSON does not end as an event without an incident does.
+fn with_incident_id(event_json: &str, incident_id: Option<&str>) -> Option<Vec<u8>> {
+    let head = event_json.strip_suffix(NO_INCIDENT_YET)?;
+    let mut json = Vec::with_capacity(event_json.len() + 48);
+    json.extend_from_slice(head.as_bytes());
+    json.extend_from_slice(br#""incident_id":"#);
+    serde_json::to_writer(&mut json, &incident_id).ok()?;
+    json.push(b'}');
+    Some(json)
+}
+
+/// Read an internal message for stage 2: its event's JSON as written, and the facts in it.
+fn read_internal(payload: &[u8]) -> Result<(InternalView<'_>, EventFacts<'_>), String> {
+    let unreadable = |error: serde_json::Error| format!("unreadable internal event: {error}");
+    let view: InternalView = serde_json::from_slice(payload).map_err(unreadable)?;
+    let facts: EventFacts = serde_json::from_str(view.event.get()).map_err(unreadable)?;
+    if facts.schema_version != SCHEMA_VERSION {
+        return Err(format!(
+            "internal event of schema version {}, this version reads {SCHEMA_VERSION}",
+            facts.schema_version
+        ));
+    }
+    Ok((view, facts))
+}
+
+/// The output message of an internal event with its incident id: the event's JSON as stage 1
+/// wrote it with the id filled in, or, should it not end as expected, the event parsed, given
+/// the id and written again.
+fn output_message(
+    event_json: &str,
+    facts: &EventFacts,
+    incident_id: Option<String>,
+) -> Result<EventMessage, serde_json::Error> {
+    match with_incident_id(event_json, incident_id.as_deref()) {
+        Some(payload) => Ok(EventMessage {
+            route: facts.route,
+            key: facts.output_key().to_string(),
+            payload,
+        }),
+        None => {
+            let mut event: Event = serde_json::from_str(event_json)?;
+            event.incident_id = incident_id;
+            event_message(&event)
+        }
+    }
+}
+
 /// The ordered stream an internal event came from: its internal partition together with the
 /// input partition stage 1 read it from. Stage 1 keeps each input partition in order, but its
 /// workers drift apart, so one internal partition interleaves several ordered streams; judging
 /// lateness per interleaved stream (not per internal partition) keeps a worker that runs ahead
 /// from making another worker's events late. Deterministic, so a replay sees the same sources.
-pub fn event_source(internal_partition: i32, event: &Event) -> crate::detect::SourceId {
+pub fn event_source(
+    internal_partition: i32,
+    input: Option<(&str, i32)>,
+) -> crate::detect::SourceId {
     use std::hash::{Hash, Hasher};
     let mut hasher = rustc_hash::FxHasher::default();
     internal_partition.hash(&mut hasher);
-    if let Some(origin) = &event.source {
-        origin.topic.hash(&mut hasher);
-        origin.partition.hash(&mut hasher);
+    if let Some((topic, partition)) = input {
+        topic.hash(&mut hasher);
+        partition.hash(&mut hasher);
     }
     // Truncation is fine: a collision only merges two sources' lateness clocks.
     hasher.finish() as crate::detect::SourceId
@@ -107,7 +236,7 @@ pub fn detect_input<'a>(event: &'a Event, tokens: &'a TokenList) -> DetectInput<
         keywords: &event.keywords,
         priority: event.priority,
         emotion: Some(&event.emotion),
-        relevant: event.route != crate::event::Route::Ignored,
+        relevant: event.route != Route::Ignored,
     }
 }
 
@@ -473,11 +602,10 @@ impl DetectStage<'_> {
             .get(&partition)
             .is_some_and(|until| offset < *until);
         let parsed = match message.payload() {
-            Some(payload) => serde_json::from_slice::<InternalEvent>(payload)
-                .map_err(|error| format!("unreadable internal event: {error}")),
+            Some(payload) => read_internal(payload),
             None => Err("internal message without payload".to_string()),
         };
-        let mut internal = match parsed {
+        let internal = match parsed {
             Ok(internal) => Some(internal),
             Err(reason) => {
                 // Written by citypulse itself, so unreadable means a version mismatch.
@@ -485,18 +613,19 @@ impl DetectStage<'_> {
                 None
             }
         };
-        let observation = internal.as_ref().map(|internal| {
-            let source = event_source(partition.partition, &internal.event);
+        let observation = internal.as_ref().map(|(view, facts)| {
+            let input = facts.source.as_ref().map(|s| (&*s.topic, s.partition));
+            let source = event_source(partition.partition, input);
             self.watermarks
-                .seen(source, internal.event.occurred_at, Instant::now());
+                .seen(source, facts.occurred_at, Instant::now());
             self.detector
-                .observe_from(source, &detect_input(&internal.event, &internal.tokens))
+                .observe_from(source, &facts.detect_input(&view.tokens))
         });
         if replaying {
             return None;
         }
         let record = InputRecord {
-            channel: internal.as_ref().map(|i| i.event.channel),
+            channel: internal.as_ref().map(|(_, facts)| facts.channel),
             offset,
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
@@ -505,16 +634,15 @@ impl DetectStage<'_> {
         };
         lock(&self.tracker).begin(&record.partition, offset);
         let mut deliveries = Vec::new();
-        match (internal.as_mut(), observation) {
+        match (internal, observation) {
             (Some(_), Some(observation)) if !self.outputs.route_after_detection => {
                 // Stage 1 routed the event already; this stage raises the alerts.
                 for alert in observation.alerts {
                     deliveries.extend(self.alert(alert).await);
                 }
             }
-            (Some(internal), Some(observation)) => {
-                internal.event.incident_id = observation.incident_id;
-                match event_message(&internal.event) {
+            (Some((view, facts)), Some(observation)) => {
+                match output_message(view.event.get(), &facts, observation.incident_id) {
                     Ok(routed) => {
                         let topic = routed.topic(&self.outputs).to_string();
                         let delivery = enqueue_async(
@@ -677,4 +805,144 @@ fn report(detector: &Detector, metrics: &Metrics) {
     }
     let top = stats.top_scores.first().map_or(0.0, |(_, score)| *score);
     metrics.top_burst_score.set(top);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::SourceRef;
+    use crate::stages::Outcome;
+    use crate::text::mask::AuthorHasher;
+
+    /// Real events: every record of the channel fixtures through the stages, plus copies whose
+    /// short strings need escaping (so they cannot be borrowed from the message).
+    fn events() -> Vec<(Event, TokenList)> {
+        let config = PipelineConfig::default();
+        let stages =
+            crate::assets::load_stages(&config, AuthorHasher::new(b"test"), Metrics::new())
+                .expect("embedded stages load");
+        let received = DateTime::parse_from_rfc3339("2026-11-28T08:00:00+08:00").unwrap();
+        let source = SourceRef {
+            topic: "raw.weibo".into(),
+            partition: 3,
+            offset: 7,
+        };
+        let mut events = Vec::new();
+        for (file, channel) in [
+            ("weibo.jsonl", Channel::Weibo),
+            ("wechat.xmll", Channel::Wechat),
+            ("12345.jsonl", Channel::Hotline12345),
+            ("110.jsonl", Channel::Police110),
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/channels")
+                .join(file);
+            let bytes = std::fs::read(&path).unwrap();
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let outcome = stages.process(channel, line, Some(source.clone()), received);
+                if let Outcome::Event { event, tokens } = outcome {
+                    events.push((*event, tokens));
+                }
+            }
+        }
+        assert!(events.len() >= 20, "only {} fixture events", events.len());
+        let (mut escaped, tokens) = events[0].clone();
+        escaped.id = "weibo:\"quoted\"\\1".into();
+        escaped.district = Some("雨花\n区".into());
+        escaped.category = "城乡\t建设".into();
+        escaped.emotion = "an\u{2028}gry".into();
+        escaped.source = None;
+        events.push((escaped, tokens));
+        events
+    }
+
+    /// The internal message as stage 1 writes it.
+    fn internal_json(event: &Event, tokens: &TokenList) -> Vec<u8> {
+        let internal = InternalEvent {
+            event: event.clone(),
+            tokens: tokens.clone(),
+        };
+        serde_json::to_vec(&internal).unwrap()
+    }
+
+    #[test]
+    fn the_event_passed_on_is_byte_for_byte_the_event_written_with_its_incident() {
+        let incidents = [None, Some("雨花区-城乡建设-17"), Some("a \"quoted\" \\ id")];
+        for (event, tokens) in events() {
+            let json = internal_json(&event, &tokens);
+            let (view, facts) = read_internal(&json).expect("stage 1's message reads");
+            assert!(view.event.get().ends_with(NO_INCIDENT_YET), "{}", event.id);
+            for incident in incidents {
+                let mut expected = event.clone();
+                expected.incident_id = incident.map(str::to_string);
+                let expected = event_message(&expected).unwrap();
+                let got =
+                    output_message(view.event.get(), &facts, incident.map(str::to_string)).unwrap();
+                assert_eq!(
+                    String::from_utf8(got.payload).unwrap(),
+                    String::from_utf8(expected.payload).unwrap(),
+                    "{}",
+                    event.id
+                );
+                assert_eq!((got.route, got.key), (expected.route, expected.key));
+            }
+        }
+    }
+
+    #[test]
+    fn detection_reads_the_same_facts_as_from_the_whole_event() {
+        for (event, tokens) in events() {
+            let json = internal_json(&event, &tokens);
+            let (view, facts) = read_internal(&json).unwrap();
+            let (fast, whole) = (
+                facts.detect_input(&view.tokens),
+                detect_input(&event, &tokens),
+            );
+            assert_eq!(fast.event_id, whole.event_id);
+            assert_eq!(fast.channel, whole.channel);
+            assert_eq!(fast.occurred_at, whole.occurred_at);
+            assert_eq!(fast.district, whole.district);
+            assert_eq!(fast.category, whole.category);
+            assert_eq!(
+                fast.tokens.iter().collect::<Vec<_>>(),
+                tokens.iter().collect::<Vec<_>>()
+            );
+            assert_eq!(fast.keywords, whole.keywords);
+            assert_eq!(fast.priority, whole.priority);
+            assert_eq!(fast.emotion, whole.emotion);
+            assert_eq!(fast.relevant, whole.relevant);
+            let input = facts.source.as_ref().map(|s| (&*s.topic, s.partition));
+            let from_event = event
+                .source
+                .as_ref()
+                .map(|s| (s.topic.as_str(), s.partition));
+            assert_eq!(event_source(5, input), event_source(5, from_event));
+        }
+    }
+
+    #[test]
+    fn an_event_that_already_carries_an_incident_is_parsed_and_written_again() {
+        let (mut event, tokens) = events().swap_remove(0);
+        event.incident_id = Some("old".into());
+        let json = internal_json(&event, &tokens);
+        let (view, facts) = read_internal(&json).unwrap();
+        assert!(with_incident_id(view.event.get(), Some("new")).is_none());
+        let got = output_message(view.event.get(), &facts, Some("new".into())).unwrap();
+        event.incident_id = Some("new".into());
+        assert_eq!(got.payload, event_message(&event).unwrap().payload);
+    }
+
+    #[test]
+    fn an_internal_event_of_another_schema_version_is_refused_by_name() {
+        let (mut event, tokens) = events().swap_remove(0);
+        event.schema_version = SCHEMA_VERSION + 1;
+        let error = read_internal(&internal_json(&event, &tokens))
+            .err()
+            .unwrap();
+        assert!(error.contains("schema version 2"), "{error}");
+        let error = read_internal(br#"{"event":{"id":1},"tokens":[]}"#)
+            .err()
+            .unwrap();
+        assert!(error.starts_with("unreadable internal event"), "{error}");
+    }
 }
