@@ -140,7 +140,8 @@ pub struct StageConfig {
     /// Processing workers; records of one partition always go to the same worker (order kept).
     #[serde(default = "default_workers")]
     pub workers: usize,
-    /// Capacity of each bounded queue between stages; when full, the upstream stage waits.
+    /// Capacity of each bounded queue between stages, in records, give or take one batch (stage 1
+    /// hands records over in batches of at most 64); when full, the upstream stage waits.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// Records consumed but not yet committed; at the limit the consumer stops polling.

@@ -6,6 +6,12 @@
 //!   recv, begin offset,                       stages::process,              await broker acks,
 //!   commit every interval                     produce outputs               complete offset
 //! ```
+//! Both queues carry batches (`MAX_BATCH` records at most). The consumer task hands a worker
+//! every record librdkafka already holds for it at once. A worker hands on its
+//! acknowledgements at the end of a batch, or sooner once `ACK_FLUSH` has passed. Handed over
+//! one by one, each record woke the other thread and cost two context switches: on one core,
+//! the woken thread runs at once.
+//!
 //! By default a good event is routed here and, with detection on (`pipeline.detection`), also
 //! written to the internal topic `citypulse.events`, keyed by district, for stage 2's alerts.
 //! With `pipeline.route_after_detection` it goes only to the internal topic, and stage 2
@@ -31,9 +37,10 @@ use crate::stages::{DeadLetter, Outcome, Stages};
 use crate::text::tokens::TokenList;
 use chrono::{FixedOffset, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,6 +67,13 @@ pub enum PipelineError {
         source: KafkaError,
     },
 }
+
+/// Most records in one hand-over between the consumer task, a worker and the ack task.
+const MAX_BATCH: usize = 64;
+/// How long a worker may hold finished records' acknowledgements within a batch before handing
+/// them on (checked after each record): a record is committed, and its latency observed when
+/// stage 1 routes, about this much later at most.
+const ACK_FLUSH: Duration = Duration::from_millis(1);
 
 /// One input record, copied out of the consumer's buffer so the consumer can move on. Stage 2
 /// builds one per internal message, so both stages dead-letter the same way.
@@ -189,11 +203,14 @@ pub async fn run(
     let settings = &config.pipeline;
     // A fatal error anywhere stops the consumer the same way a signal does.
     let stop = shutdown.child_token();
-    let (ack_tx, ack_rx) = mpsc::channel::<PendingAck>(settings.queue_capacity);
+    // Each queue holds `queue_capacity` records, give or take a batch.
+    let batch = MAX_BATCH.min(settings.queue_capacity);
+    let batches = settings.queue_capacity.div_ceil(batch);
+    let (ack_tx, ack_rx) = mpsc::channel::<Vec<PendingAck>>(batches);
     let mut worker_txs = Vec::with_capacity(settings.workers);
     let mut workers = Vec::with_capacity(settings.workers);
     for _ in 0..settings.workers {
-        let (tx, rx) = mpsc::channel::<InputRecord>(settings.queue_capacity);
+        let (tx, rx) = mpsc::channel::<Vec<InputRecord>>(batches);
         worker_txs.push(tx);
         let (stages, producer, outputs, ack_tx) = (
             stages.clone(),
@@ -220,6 +237,7 @@ pub async fn run(
         &consumer,
         &channel_of_topic,
         worker_txs,
+        batch,
         &in_flight,
         settings.max_in_flight,
         Duration::from_millis(settings.commit_interval_ms),
@@ -264,7 +282,8 @@ pub async fn run(
 async fn consume_loop(
     consumer: &StreamConsumer<PipelineContext>,
     channel_of_topic: &HashMap<String, Channel>,
-    worker_txs: Vec<mpsc::Sender<InputRecord>>,
+    worker_txs: Vec<mpsc::Sender<Vec<InputRecord>>>,
+    batch_limit: usize,
     in_flight: &InFlight,
     max_in_flight: usize,
     commit_interval: Duration,
@@ -273,11 +292,14 @@ async fn consume_loop(
 ) {
     let mut commit_tick = tokio::time::interval(commit_interval);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let is_full = || {
         let count = lock(&in_flight.tracker).in_flight();
         metrics.in_flight.set(count as i64);
-        let full = count >= max_in_flight
-            || in_flight.bytes.load(Ordering::Relaxed) >= MAX_IN_FLIGHT_BYTES;
+        count >= max_in_flight || in_flight.bytes.load(Ordering::Relaxed) >= MAX_IN_FLIGHT_BYTES
+    };
+    let mut batches: Vec<Vec<InputRecord>> = worker_txs.iter().map(|_| Vec::new()).collect();
+    loop {
+        let full = is_full();
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
@@ -285,35 +307,63 @@ async fn consume_loop(
             // At the limit: wait for acknowledgements (or the tick) instead of reading more.
             _ = in_flight.completed.notified(), if full => {}
             message = consumer.recv(), if !full => {
-                let message = match message {
-                    Ok(message) => message,
-                    Err(error) => {
-                        tracing::warn!(%error, "consumer error");
+                let mut next = Some(message);
+                let mut taken = 0;
+                // This record and every one librdkafka already holds, up to a batch and the
+                // in-flight limit, without waiting for more.
+                while let Some(message) = next.take() {
+                    // Errors count too, so a run of them cannot hold the loop here.
+                    taken += 1;
+                    match message {
+                        Ok(message) => {
+                            let record = begin(&message, channel_of_topic, in_flight);
+                            let worker = worker_for(&record.partition, worker_txs.len());
+                            batches[worker].push(record);
+                        }
+                        Err(error) => tracing::warn!(%error, "consumer error"),
+                    }
+                    if taken < batch_limit && !is_full() {
+                        next = consumer.recv().now_or_never();
+                    }
+                }
+                for (worker, batch) in batches.iter_mut().enumerate() {
+                    if batch.is_empty() {
                         continue;
                     }
-                };
-                let partition = PartitionKey {
-                    topic: message.topic().to_string(),
-                    partition: message.partition(),
-                };
-                let record = InputRecord {
-                    channel: channel_of_topic.get(&partition.topic).copied(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    timestamp_ms: message.timestamp().to_millis(),
-                    partition,
-                };
-                lock(&in_flight.tracker).begin(&record.partition, record.offset);
-                in_flight.bytes.fetch_add(record.payload.len(), Ordering::Relaxed);
-                let worker = worker_for(&record.partition, worker_txs.len());
-                if worker_txs[worker].send(record).await.is_err() {
-                    tracing::error!("a worker stopped early; stopping");
-                    break;
+                    let batch = std::mem::replace(batch, Vec::with_capacity(batch_limit));
+                    if worker_txs[worker].send(batch).await.is_err() {
+                        tracing::error!("a worker stopped early; stopping");
+                        return;
+                    }
                 }
             }
         }
     }
+}
+
+/// Copy a consumed message into an input record and mark its offset begun.
+fn begin(
+    message: &BorrowedMessage<'_>,
+    channel_of_topic: &HashMap<String, Channel>,
+    in_flight: &InFlight,
+) -> InputRecord {
+    let partition = PartitionKey {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+    };
+    let record = InputRecord {
+        channel: channel_of_topic.get(&partition.topic).copied(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        timestamp_ms: message.timestamp().to_millis(),
+        partition,
+    };
+    lock(&in_flight.tracker).begin(&record.partition, record.offset);
+    in_flight
+        .bytes
+        .fetch_add(record.payload.len(), Ordering::Relaxed);
+    record
 }
 
 /// Records of one partition always go to the same worker, keeping their order.
@@ -384,96 +434,119 @@ pub(crate) async fn final_commit<C: ConsumerContext + 'static>(
 
 /// A worker: run the stages on each record of its queue and hand the outputs to the producer.
 fn worker_loop(
-    mut queue: mpsc::Receiver<InputRecord>,
+    mut queue: mpsc::Receiver<Vec<InputRecord>>,
     stages: &Stages,
     producer: &Producer,
     outputs: &OutputTopics,
-    acks: &mpsc::Sender<PendingAck>,
+    acks: &mpsc::Sender<Vec<PendingAck>>,
 ) {
-    let cst = china_standard_time();
-    while let Some(record) = queue.blocking_recv() {
-        let source = SourceRef {
-            topic: record.partition.topic.clone(),
-            partition: record.partition.partition,
-            offset: record.offset,
-        };
-        let outcome = match record.channel {
-            Some(channel) => stages.process(
-                channel,
-                &record.payload,
-                Some(source),
-                Utc::now().with_timezone(&cst),
-            ),
-            None => Outcome::DeadLetter(DeadLetter {
-                reason: "unknown_topic",
-                message: format!(
-                    "topic {} is not mapped to a channel",
-                    record.partition.topic
-                ),
-            }),
-        };
-        let started = Instant::now();
-        let deliveries = match outcome {
-            Outcome::Event { event, tokens } => {
-                let routed = |event: &Event| {
-                    event_message(event).map(|message| {
-                        let topic = message.topic(outputs).to_string();
-                        let delivery = enqueue(
-                            producer,
-                            FutureRecord::to(&topic)
-                                .key(&message.key)
-                                .payload(&message.payload),
-                        );
-                        (topic, delivery)
-                    })
-                };
-                let produced = match &outputs.events {
-                    // Routing after detection: the repartition step only. Stage 2 reads every
-                    // event keyed by district, assigns its incident and routes it.
-                    Some(events_topic) if outputs.route_after_detection => {
-                        internal_message(producer, events_topic, *event, tokens, &record)
-                            .map(|delivery| vec![delivery])
-                    }
-                    // Routed here, and written to the internal topic for detection's alerts.
-                    Some(events_topic) => routed(&event).and_then(|delivery| {
-                        let internal =
-                            internal_message(producer, events_topic, *event, tokens, &record)?;
-                        Ok(vec![delivery, internal])
-                    }),
-                    None => routed(&event).map(|delivery| vec![delivery]),
-                };
-                match produced {
-                    Ok(deliveries) => deliveries,
-                    Err(error) => vec![dead_letter(
-                        producer,
-                        &outputs.dlq,
-                        &record,
-                        &DeadLetter {
-                            reason: "internal_error",
-                            message: format!("cannot serialise event: {error}"),
-                        },
-                    )],
+    let mut finished = Vec::new();
+    let mut flushed = Instant::now();
+    while let Some(batch) = queue.blocking_recv() {
+        for record in batch {
+            finished.push(run_record(record, stages, producer, outputs));
+            if flushed.elapsed() >= ACK_FLUSH {
+                if acks.blocking_send(std::mem::take(&mut finished)).is_err() {
+                    // The ack task stopped on a fatal error; nothing more will be committed.
+                    return;
                 }
+                flushed = Instant::now();
             }
-            Outcome::DeadLetter(dead) => vec![dead_letter(producer, &outputs.dlq, &record, &dead)],
-            Outcome::Skipped { reason } => {
-                tracing::debug!(offset = record.offset, topic = %record.partition.topic, %reason, "skipped");
-                Vec::new()
-            }
-        };
-        stages
-            .metrics
-            .observe_stage(Stage::Produce, started.elapsed().as_secs_f64());
-        let pending = PendingAck {
-            partition: record.partition.clone(),
-            offset: record.offset,
-            deliveries,
-            original: record,
-        };
-        if acks.blocking_send(pending).is_err() {
-            // The ack task stopped on a fatal error; nothing more will be committed.
-            return;
         }
+        if !finished.is_empty() {
+            if acks.blocking_send(std::mem::take(&mut finished)).is_err() {
+                return;
+            }
+            flushed = Instant::now();
+        }
+    }
+}
+
+/// Run the stages on one record and hand its outputs to the producer.
+fn run_record(
+    record: InputRecord,
+    stages: &Stages,
+    producer: &Producer,
+    outputs: &OutputTopics,
+) -> PendingAck {
+    let cst = china_standard_time();
+    let source = SourceRef {
+        topic: record.partition.topic.clone(),
+        partition: record.partition.partition,
+        offset: record.offset,
+    };
+    let outcome = match record.channel {
+        Some(channel) => stages.process(
+            channel,
+            &record.payload,
+            Some(source),
+            Utc::now().with_timezone(&cst),
+        ),
+        None => Outcome::DeadLetter(DeadLetter {
+            reason: "unknown_topic",
+            message: format!(
+                "topic {} is not mapped to a channel",
+                record.partition.topic
+            ),
+        }),
+    };
+    let started = Instant::now();
+    let deliveries = match outcome {
+        Outcome::Event { event, tokens } => {
+            let routed = |event: &Event| {
+                event_message(event).map(|message| {
+                    let topic = message.topic(outputs).to_string();
+                    let delivery = enqueue(
+                        producer,
+                        FutureRecord::to(&topic)
+                            .key(&message.key)
+                            .payload(&message.payload),
+                    );
+                    (topic, delivery)
+                })
+            };
+            let produced = match &outputs.events {
+                // Routing after detection: the repartition step only. Stage 2 reads every
+                // event keyed by district, assigns its incident and routes it.
+                Some(events_topic) if outputs.route_after_detection => {
+                    internal_message(producer, events_topic, *event, tokens, &record)
+                        .map(|delivery| vec![delivery])
+                }
+                // Routed here, and written to the internal topic for detection's alerts.
+                Some(events_topic) => routed(&event).and_then(|delivery| {
+                    let internal =
+                        internal_message(producer, events_topic, *event, tokens, &record)?;
+                    Ok(vec![delivery, internal])
+                }),
+                None => routed(&event).map(|delivery| vec![delivery]),
+            };
+            match produced {
+                Ok(deliveries) => deliveries,
+                Err(error) => vec![dead_letter(
+                    producer,
+                    &outputs.dlq,
+                    &record,
+                    &DeadLetter {
+                        reason: "internal_error",
+                        message: format!("cannot serialise event: {error}"),
+                    },
+                )],
+            }
+        }
+        Outcome::DeadLetter(dead) => vec![dead_letter(producer, &outputs.dlq, &record, &dead)],
+        Outcome::Skipped { reason } => {
+            tracing::debug!(offset = record.offset, topic = %record.partition.topic, %reason, "skipped");
+            Vec::new()
+        }
+    };
+    stages
+        .metrics
+        .observe_stage(Stage::Produce, started.elapsed().as_secs_f64());
+    PendingAck {
+        partition: record.partition.clone(),
+        offset: record.offset,
+        deliveries,
+        original: record,
     }
 }
 
@@ -639,7 +712,7 @@ fn refused_for_this_message(error: &KafkaError) -> bool {
 /// Await the acknowledgements of every record's outputs, completing offsets as they arrive.
 /// Returns the first fatal error, after draining what can still be acknowledged.
 async fn ack_loop(
-    mut queue: mpsc::Receiver<PendingAck>,
+    mut queue: mpsc::Receiver<Vec<PendingAck>>,
     in_flight: Arc<InFlight>,
     producer: Producer,
     outputs: Arc<OutputTopics>,
@@ -651,8 +724,10 @@ async fn ack_loop(
     let mut fatal = None;
     loop {
         tokio::select! {
-            Some(ack) = queue.recv() => {
-                pending.push(settle(ack, producer.clone(), outputs.clone(), metrics.clone()));
+            Some(acks) = queue.recv() => {
+                for ack in acks {
+                    pending.push(settle(ack, producer.clone(), outputs.clone(), metrics.clone()));
+                }
             }
             Some(settled) = pending.next(), if !pending.is_empty() => match settled {
                 Ok(settled) => {
