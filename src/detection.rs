@@ -51,8 +51,7 @@ use crate::pipeline::{
 };
 use crate::stages::DeadLetter;
 use crate::text::tokens::TokenList;
-use chrono::Utc;
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, FixedOffset, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
