@@ -443,21 +443,16 @@ fn worker_loop(
     let mut finished = Vec::new();
     let mut flushed = Instant::now();
     while let Some(batch) = queue.blocking_recv() {
-        for record in batch {
+        let last = batch.len().saturating_sub(1);
+        for (n, record) in batch.into_iter().enumerate() {
             finished.push(run_record(record, stages, producer, outputs));
-            if flushed.elapsed() >= ACK_FLUSH {
+            if n == last || flushed.elapsed() >= ACK_FLUSH {
                 if acks.blocking_send(std::mem::take(&mut finished)).is_err() {
                     // The ack task stopped on a fatal error; nothing more will be committed.
                     return;
                 }
                 flushed = Instant::now();
             }
-        }
-        if !finished.is_empty() {
-            if acks.blocking_send(std::mem::take(&mut finished)).is_err() {
-                return;
-            }
-            flushed = Instant::now();
         }
     }
 }
