@@ -217,7 +217,20 @@ fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     app.wait_readyz(200, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(1500));
     app.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(30));
+    // Two SIGTERMs that arrive before the signal task has read the first are one signal to
+    // it: send the second once the first is in the log (the drain has begun).
+    let first_seen = Instant::now();
+    while !std::fs::read_to_string(&app.stderr)
+        .unwrap_or_default()
+        .contains("signal received: draining")
+    {
+        assert!(
+            first_seen.elapsed() < Duration::from_secs(10),
+            "the first SIGTERM was not logged; stderr:\n{}",
+            app.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     app.signal(libc::SIGTERM);
     let second = Instant::now();
     let status = app.wait_exit(Duration::from_secs(10));
