@@ -105,6 +105,10 @@ pub struct KafkaBenchOptions {
     /// other cores the process may use (`bench-kafka --load-core 1`: citypulse on core 0).
     #[arg(long)]
     pub load_core: Option<usize>,
+    /// Detection inside stage 1 (`pipeline.inline_detection`, one instance): no internal
+    /// topic and no stage 2.
+    #[arg(long)]
+    pub inline_detection: bool,
     /// Seed of the generator used when the shared data is absent.
     #[arg(skip = 7u64)]
     pub seed: u64,
@@ -284,6 +288,8 @@ pub struct KafkaBenchReport {
     pub cpus_allowed: usize,
     /// With `--load-core`: the load's core and citypulse's.
     pub placement: Option<(usize, Vec<usize>)>,
+    /// Whether detection ran inside stage 1 (`--inline-detection`).
+    pub inline_detection: bool,
     pub peak_rss_kb: Option<u64>,
 }
 
@@ -297,6 +303,7 @@ pub async fn run(options: &KafkaBenchOptions) -> Result<KafkaBenchReport, KafkaB
     let load_core = options.load_core.map(LoadCore::reserve).transpose()?;
     let mut config = PipelineConfig::default();
     config.pipeline.workers = options.partitions;
+    config.pipeline.inline_detection = options.inline_detection;
     config.kafka.client.extend(options.client.iter().cloned());
     let metrics = Metrics::new();
     let stages = Arc::new(assets::load_stages(
@@ -337,6 +344,7 @@ pub async fn run(options: &KafkaBenchOptions) -> Result<KafkaBenchReport, KafkaB
         placement: load_core
             .as_ref()
             .map(|l| (l.core(), l.citypulse_cores().to_vec())),
+        inline_detection: options.inline_detection,
         peak_rss_kb: proc_status_kb("VmHWM"),
     })
 }
@@ -398,8 +406,9 @@ async fn measure(
     let at = move |i: usize| first_at + TimeDelta::seconds(i as i64);
 
     let metrics = stages.metrics.clone();
-    // A record is done when stage 2 acknowledged its outputs (the latency histogram counts
-    // it), or when stage 1 ended its way (skipped, or dead-lettered).
+    // A record is done when the end of the flow (stage 2, or stage 1 with inline detection)
+    // saw its outputs acknowledged (the latency histogram counts it), or when stage 1 ended
+    // its way (skipped, or dead-lettered).
     let settled = || {
         metrics.end_to_end_latency.get_sample_count()
             + counter_sum(&metrics.skipped)
@@ -420,7 +429,7 @@ async fn measure(
             (config.clone(), stages.clone(), health.clone(), stop.clone());
         tokio::spawn(async move { pipeline::run(&config, stages, health, stop).await })
     };
-    let detection_task = {
+    let detection_task = (!config.pipeline.inline_detection).then(|| {
         let (config, metrics, health, stop) = (
             config.clone(),
             metrics.clone(),
@@ -430,7 +439,7 @@ async fn measure(
         tokio::spawn(async move {
             detection::run_with_health(&config, AlertFeed::new(), metrics, health, stop).await
         })
-    };
+    });
     let waited = Instant::now();
     while health.not_ready_reasons().is_some() && waited.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -553,7 +562,9 @@ async fn measure(
 
     stop.cancel();
     let _ = pipeline_task.await;
-    let _ = detection_task.await;
+    if let Some(detection_task) = detection_task {
+        let _ = detection_task.await;
+    }
     drop(cluster);
     Ok(KafkaWorkloadReport {
         name: workload.name,
@@ -778,6 +789,15 @@ impl fmt::Display for KafkaBenchReport {
             f,
             "embedded broker (librdkafka mock cluster) on loopback; {} partition(s), {} worker(s); {} CPU(s) allowed",
             self.partitions, self.partitions, self.cpus_allowed
+        )?;
+        writeln!(
+            f,
+            "detection: {}",
+            if self.inline_detection {
+                "inline, in stage 1's workers (--inline-detection; no internal topic)"
+            } else {
+                "stage 2, behind the internal topic citypulse.events"
+            }
         )?;
         if let Some((load_core, citypulse_cores)) = &self.placement {
             writeln!(

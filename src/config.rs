@@ -160,6 +160,14 @@ pub struct StageConfig {
     /// department — and also writes the internal topic, and routed events have no incident.
     #[serde(default = "default_true")]
     pub route_after_detection: bool,
+    /// Run detection inside stage 1's workers, for a deployment of one instance: no internal
+    /// topic and no stage 2, so each record crosses Kafka once in and once out. Routed events
+    /// still carry their `incident_id`. Stage 1 must then own every input partition: it stops
+    /// with an error when its group gives it only some (another instance joined). On start,
+    /// detection state is rebuilt from the last `detect_rebuild_secs` of the routed, triage
+    /// and ignored topics.
+    #[serde(default)]
+    pub inline_detection: bool,
     /// On a new assignment, detection re-reads this much of the internal topic's past to rebuild
     /// its windows and open incidents.
     #[serde(default = "default_detect_rebuild_secs")]
@@ -556,6 +564,12 @@ impl PipelineConfig {
         if stages.commit_interval_ms == 0 {
             problem("pipeline.commit_interval_ms", "must be at least 1".into());
         }
+        if stages.inline_detection && !stages.detection {
+            problem(
+                "pipeline.inline_detection",
+                "runs detection inside stage 1, so it needs pipeline.detection = true".into(),
+            );
+        }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             problem(
                 "http.listen",
@@ -687,6 +701,20 @@ mod tests {
         ] {
             assert!(keys.contains(&expected), "{expected} missing in {keys:?}");
         }
+    }
+
+    #[test]
+    fn inline_detection_is_off_by_default_and_needs_detection() {
+        let config = PipelineConfig::parse("").unwrap();
+        assert!(!config.pipeline.inline_detection, "two stages by default");
+        let config = PipelineConfig::parse("[pipeline]\ninline_detection = true\n").unwrap();
+        assert!(config.pipeline.inline_detection);
+        let issues =
+            PipelineConfig::parse("[pipeline]\ninline_detection = true\ndetection = false\n")
+                .unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].key, "pipeline.inline_detection");
+        assert!(issues[0].message.contains("pipeline.detection = true"));
     }
 
     #[test]

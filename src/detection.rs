@@ -519,7 +519,7 @@ pub async fn run_with_health(
     fatal.map_or(Ok(()), Err)
 }
 
-fn new_watermarks(config: &PipelineConfig) -> Watermarks {
+pub(crate) fn new_watermarks(config: &PipelineConfig) -> Watermarks {
     Watermarks::new(
         config.detect.allowed_lateness_secs,
         Duration::from_secs(config.detect.idle_partition_secs),
@@ -714,20 +714,8 @@ impl DetectStage<'_> {
     /// Count and log an alert, put it on the live feed and hand it to the producer (keyed by
     /// alert id). `None` when it cannot be serialised (logged).
     async fn alert(&self, alert: Alert) -> Option<(String, Result<DeliveryFuture, KafkaError>)> {
-        self.metrics
-            .alerts
-            .with_label_values(&[
-                alert.kind.as_str(),
-                alert.status.as_str(),
-                alert.severity.as_str(),
-            ])
-            .inc();
-        tracing::info!(
-            alert_id = %alert.alert_id, kind = alert.kind.as_str(), status = alert.status.as_str(),
-            district = alert.district.as_deref().unwrap_or("-"), count = alert.count, "alert"
-        );
-        let delivery = match serde_json::to_vec(&alert) {
-            Ok(payload) => {
+        let delivery = match announce(&alert, &self.metrics) {
+            Some(payload) => {
                 let topic = &self.outputs.alerts;
                 let delivery = enqueue_async(
                     &self.producer,
@@ -738,10 +726,7 @@ impl DetectStage<'_> {
                 .await;
                 Some((topic.clone(), delivery))
             }
-            Err(error) => {
-                tracing::error!(%error, alert_id = %alert.alert_id, "cannot serialise alert");
-                None
-            }
+            None => None,
         };
         self.feed.publish(alert);
         delivery
@@ -764,6 +749,28 @@ impl DetectStage<'_> {
     }
 }
 
+/// Counts and logs an alert and serialises it for the alerts topic (keyed by its id); `None`
+/// when it cannot be serialised (logged). The caller produces it and puts it on the feed.
+pub(crate) fn announce(alert: &Alert, metrics: &Metrics) -> Option<Vec<u8>> {
+    metrics
+        .alerts
+        .with_label_values(&[
+            alert.kind.as_str(),
+            alert.status.as_str(),
+            alert.severity.as_str(),
+        ])
+        .inc();
+    tracing::info!(
+        alert_id = %alert.alert_id, kind = alert.kind.as_str(), status = alert.status.as_str(),
+        district = alert.district.as_deref().unwrap_or("-"), count = alert.count, "alert"
+    );
+    serde_json::to_vec(alert)
+        .inspect_err(|error| {
+            tracing::error!(%error, alert_id = %alert.alert_id, "cannot serialise alert");
+        })
+        .ok()
+}
+
 /// The input record's timestamp, carried from stage 1 in a header.
 fn input_timestamp(message: &BorrowedMessage<'_>) -> Option<i64> {
     let headers = message.headers()?;
@@ -775,7 +782,9 @@ fn input_timestamp(message: &BorrowedMessage<'_>) -> Option<i64> {
         .and_then(|value| value.parse().ok())
 }
 
-async fn acknowledged(delivery: Result<DeliveryFuture, KafkaError>) -> Result<(), KafkaError> {
+pub(crate) async fn acknowledged(
+    delivery: Result<DeliveryFuture, KafkaError>,
+) -> Result<(), KafkaError> {
     match delivery?.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((error, _))) => Err(error),
@@ -783,7 +792,7 @@ async fn acknowledged(delivery: Result<DeliveryFuture, KafkaError>) -> Result<()
     }
 }
 
-fn report(detector: &Detector, metrics: &Metrics) {
+pub(crate) fn report(detector: &Detector, metrics: &Metrics) {
     let stats = detector.stats();
     tracing::debug!(
         observed = stats.events_observed,

@@ -19,6 +19,7 @@
 //! - [`assets`]: the models and dictionaries embedded in the binary, and loading them.
 //! - [`detect`]: early warning — incidents, bursts, emotion surges, the alert lifecycle; pure,
 //!   on event time. [`detection`]: its wiring in `run` (internal topic in, alerts out);
+//!   [`inline_detection`]: the same inside stage 1, for one instance (no internal topic);
 //!   [`alert_feed`]: the live feed and board behind `/alerts/stream` and `/api/alerts`.
 //! - [`metrics`], [`health`], [`http`]: what an operator sees (`/metrics`, `/healthz`, `/readyz`).
 //! - [`demo`]: the embedded broker, the traffic generator and the terminal summary.
@@ -38,6 +39,7 @@ pub mod event;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod inline_detection;
 pub mod kafka;
 pub mod metrics;
 pub mod model;

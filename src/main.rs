@@ -437,7 +437,9 @@ async fn run(
     let stages = Arc::new(assets::load_stages(&config, hasher, metrics)?);
     health.set_models_loaded(true);
     tracing::info!(pipeline = %pipeline_path.display(), brokers = %config.kafka.brokers, %listen, "citypulse running");
-    let detection = config.pipeline.detection.then(|| {
+    // Inline detection runs inside stage 1 (`pipeline::run_with_feed`); otherwise stage 2
+    // is a task of its own.
+    let detection = (config.pipeline.detection && !config.pipeline.inline_detection).then(|| {
         let (config, alerts, metrics, health, stop) = (
             config.clone(),
             alerts.clone(),
@@ -449,7 +451,7 @@ async fn run(
             detection::run_with_health(&config, alerts, metrics, health, stop).await
         })
     });
-    let result = pipeline::run(&config, stages, health, shutdown.clone()).await;
+    let result = pipeline::run_with_feed(&config, stages, health, alerts, shutdown.clone()).await;
     shutdown.cancel();
     // Detection is stage 2 of the flow (it routes the events): its failure fails the run.
     let mut detection_failed = None;

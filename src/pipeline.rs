@@ -24,14 +24,21 @@
 //! the in-flight limit is reached the consumer stops reading until acknowledgements catch up, so
 //! a slow or absent broker pauses the pipeline instead of growing memory.
 
+use crate::alert_feed::AlertFeed;
 use crate::channels::MAX_RECORD_BYTES;
 use crate::config::PipelineConfig;
-use crate::detection::{district_key, InternalEvent, INPUT_TIMESTAMP_HEADER};
+use crate::detect::Alert;
+use crate::detection::{
+    acknowledged, announce, district_key, InternalEvent, INPUT_TIMESTAMP_HEADER,
+};
 use crate::event::{Channel, Event, Route, SourceRef};
 use crate::health::Health;
+use crate::inline_detection::InlineDetection;
 use crate::kafka::offsets::{OffsetTracker, PartitionKey};
 use crate::kafka::producer::{DeliveryFuture, Producer};
-use crate::kafka::{commit_offsets, consumer_config, create_producer, lock, PipelineContext};
+use crate::kafka::{
+    commit_offsets, consumer_config, create_producer, lock, PipelineContext, SoleOwner,
+};
 use crate::metrics::{Metrics, Stage};
 use crate::stages::{DeadLetter, Outcome, Stages};
 use crate::text::tokens::TokenList;
@@ -60,6 +67,11 @@ pub enum PipelineError {
         #[source]
         source: KafkaError,
     },
+    /// Inline detection found another instance in its group.
+    #[error("{0}")]
+    NotSoleOwner(String),
+    #[error("inline detection could not rebuild its state from the output topics: {0}")]
+    Rebuild(#[source] KafkaError),
     #[error("the broker refused an output on {topic}: {source}; stopping without committing it")]
     Delivery {
         topic: String,
@@ -118,11 +130,10 @@ impl OutputTopics {
             ignored: config.kafka.ignored_topic.clone(),
             dlq: config.kafka.dlq_topic.clone(),
             alerts: config.kafka.alerts_topic.clone(),
-            events: config
-                .pipeline
-                .detection
+            events: (config.pipeline.detection && !config.pipeline.inline_detection)
                 .then(|| config.kafka.events_topic.clone()),
             route_after_detection: config.pipeline.detection
+                && !config.pipeline.inline_detection
                 && config.pipeline.route_after_detection,
         }
     }
@@ -162,7 +173,37 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<(), PipelineError> {
+    run_with_feed(config, stages, health, AlertFeed::new(), shutdown).await
+}
+
+/// [`run`], putting the alerts of inline detection (`pipeline.inline_detection`) on `feed`.
+pub async fn run_with_feed(
+    config: &PipelineConfig,
+    stages: Arc<Stages>,
+    health: Arc<Health>,
+    feed: AlertFeed,
+    shutdown: CancellationToken,
+) -> Result<(), PipelineError> {
     let metrics = stages.metrics.clone();
+    // A fatal error anywhere stops the consumer the same way a signal does.
+    let stop = shutdown.child_token();
+    let inline = match config.pipeline.inline_detection && config.pipeline.detection {
+        true => {
+            let inline = Arc::new(InlineDetection::new(config, feed, metrics.clone()));
+            // Before the first record: live events must follow the re-read ones.
+            let (rebuilding, config, stages, stop) =
+                (inline.clone(), config.clone(), stages.clone(), stop.clone());
+            tokio::task::spawn_blocking(move || rebuilding.rebuild(&config, &stages, &stop))
+                .await
+                .map_err(|_| PipelineError::Rebuild(KafkaError::Canceled))?
+                .map_err(PipelineError::Rebuild)?;
+            Some(inline)
+        }
+        false => None,
+    };
+    let sole_owner = inline
+        .is_some()
+        .then(|| Arc::new(SoleOwner::new(&config.kafka.group_id, stop.clone())));
     let in_flight = Arc::new(InFlight {
         tracker: Arc::new(Mutex::new(OffsetTracker::new())),
         bytes: AtomicUsize::new(0),
@@ -177,6 +218,7 @@ pub async fn run(
                 tracker: in_flight.tracker.clone(),
                 health: health.clone(),
                 metrics: metrics.clone(),
+                sole_owner: sole_owner.clone(),
             })
             .map_err(PipelineError::Client)?,
     );
@@ -201,8 +243,6 @@ pub async fn run(
     // the end-to-end latency from the input timestamp carried on the internal message.
     let observe_latency = !outputs.route_after_detection;
     let settings = &config.pipeline;
-    // A fatal error anywhere stops the consumer the same way a signal does.
-    let stop = shutdown.child_token();
     // Each queue holds `queue_capacity` records, give or take a batch.
     let batch = MAX_BATCH.min(settings.queue_capacity);
     let batches = settings.queue_capacity.div_ceil(batch);
@@ -212,17 +252,33 @@ pub async fn run(
     for _ in 0..settings.workers {
         let (tx, rx) = mpsc::channel::<Vec<InputRecord>>(batches);
         worker_txs.push(tx);
-        let (stages, producer, outputs, ack_tx) = (
+        let (stages, producer, outputs, ack_tx, inline) = (
             stages.clone(),
             producer.clone(),
             outputs.clone(),
             ack_tx.clone(),
+            inline.clone(),
         );
         workers.push(tokio::task::spawn_blocking(move || {
-            worker_loop(rx, &stages, &producer, &outputs, &ack_tx)
+            let output = Output {
+                stages: &stages,
+                producer: &producer,
+                topics: &outputs,
+                inline: inline.as_deref(),
+            };
+            worker_loop(rx, &output, &ack_tx)
         }));
     }
     drop(ack_tx);
+    let ticker = inline.map(|inline| {
+        tokio::spawn(tick_loop(
+            inline,
+            producer.clone(),
+            outputs.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ))
+    });
     let acker = tokio::spawn(ack_loop(
         ack_rx,
         in_flight.clone(),
@@ -272,9 +328,86 @@ pub async fn run(
         }
     };
     final_commit(consumer, in_flight.tracker.clone(), &metrics).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    if let Some(reason) = sole_owner.and_then(|sole| sole.violation()) {
+        return Err(PipelineError::NotSoleOwner(reason));
+    }
     match fatal {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// Hands one alert of inline detection to the producer (keyed by its id) and puts it on the
+/// live feed; the delivery, unless the alert could not be serialised (logged).
+fn publish_alert(
+    producer: &Producer,
+    outputs: &OutputTopics,
+    metrics: &Metrics,
+    inline: &InlineDetection,
+    alert: Alert,
+) -> Option<(String, Result<DeliveryFuture, KafkaError>)> {
+    let delivery = announce(&alert, metrics).map(|payload| {
+        let record = FutureRecord::to(&outputs.alerts)
+            .key(&alert.alert_id)
+            .payload(&payload);
+        (outputs.alerts.clone(), enqueue(producer, record))
+    });
+    inline.feed.publish(alert);
+    delivery
+}
+
+/// Inline detection's clock: every second, publish the alerts that resolve as the watermark
+/// passes them (quiet incidents, bursts that ended). Not tied to a record, so a failed
+/// delivery is counted and logged; the alert is still on the live feed.
+async fn tick_loop(
+    inline: Arc<InlineDetection>,
+    producer: Producer,
+    outputs: Arc<OutputTopics>,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // Under the detector's lock, which waits for queue space in the producer: not on the
+        // runtime's threads.
+        let (inline, producer, outputs, metrics) = (
+            inline.clone(),
+            producer.clone(),
+            outputs.clone(),
+            metrics.clone(),
+        );
+        let published = tokio::task::spawn_blocking(move || {
+            let mut deliveries = Vec::new();
+            inline.tick(|alert| {
+                deliveries.extend(publish_alert(&producer, &outputs, &metrics, &inline, alert));
+            });
+            (deliveries, metrics)
+        })
+        .await;
+        let Ok((deliveries, metrics)) = published else {
+            continue;
+        };
+        if deliveries.is_empty() {
+            continue;
+        }
+        tokio::spawn(async move {
+            for (topic, delivery) in deliveries {
+                if let Err(error) = acknowledged(delivery).await {
+                    metrics
+                        .delivery_failures
+                        .with_label_values(&["alert"])
+                        .inc();
+                    tracing::error!(%error, %topic, "alert not delivered to Kafka (still on the live feed)");
+                }
+            }
+        });
     }
 }
 
@@ -433,11 +566,18 @@ pub(crate) async fn final_commit<C: ConsumerContext + 'static>(
 }
 
 /// A worker: run the stages on each record of its queue and hand the outputs to the producer.
+/// What a worker needs to turn a record into its outputs.
+struct Output<'a> {
+    stages: &'a Stages,
+    producer: &'a Producer,
+    topics: &'a OutputTopics,
+    /// Detection, when it runs in stage 1.
+    inline: Option<&'a InlineDetection>,
+}
+
 fn worker_loop(
     mut queue: mpsc::Receiver<Vec<InputRecord>>,
-    stages: &Stages,
-    producer: &Producer,
-    outputs: &OutputTopics,
+    output: &Output<'_>,
     acks: &mpsc::Sender<Vec<PendingAck>>,
 ) {
     let mut finished = Vec::new();
@@ -445,7 +585,7 @@ fn worker_loop(
     while let Some(batch) = queue.blocking_recv() {
         let last = batch.len().saturating_sub(1);
         for (n, record) in batch.into_iter().enumerate() {
-            finished.push(run_record(record, stages, producer, outputs));
+            finished.push(run_record(record, output));
             if n == last || flushed.elapsed() >= ACK_FLUSH {
                 if acks.blocking_send(std::mem::take(&mut finished)).is_err() {
                     // The ack task stopped on a fatal error; nothing more will be committed.
@@ -458,12 +598,13 @@ fn worker_loop(
 }
 
 /// Run the stages on one record and hand its outputs to the producer.
-fn run_record(
-    record: InputRecord,
-    stages: &Stages,
-    producer: &Producer,
-    outputs: &OutputTopics,
-) -> PendingAck {
+fn run_record(record: InputRecord, output: &Output<'_>) -> PendingAck {
+    let Output {
+        stages,
+        producer,
+        topics: outputs,
+        inline,
+    } = *output;
     let cst = china_standard_time();
     let source = SourceRef {
         topic: record.partition.topic.clone(),
@@ -487,7 +628,21 @@ fn run_record(
     };
     let started = Instant::now();
     let deliveries = match outcome {
-        Outcome::Event { event, tokens } => {
+        Outcome::Event { mut event, tokens } => {
+            // The alerts it raised are outputs of this record too: it is committed only once
+            // they are acknowledged, as in stage 2.
+            let mut alerts = Vec::new();
+            if let Some(inline) = inline {
+                event.incident_id = inline.observe(&record.partition, &event, &tokens, |alert| {
+                    alerts.extend(publish_alert(
+                        producer,
+                        outputs,
+                        &stages.metrics,
+                        inline,
+                        alert,
+                    ));
+                });
+            }
             let routed = |event: &Event| {
                 event_message(event).map(|message| {
                     let topic = message.topic(outputs).to_string();
@@ -515,7 +670,7 @@ fn run_record(
                 }),
                 None => routed(&event).map(|delivery| vec![delivery]),
             };
-            match produced {
+            let mut deliveries = match produced {
                 Ok(deliveries) => deliveries,
                 Err(error) => vec![dead_letter(
                     producer,
@@ -526,7 +681,9 @@ fn run_record(
                         message: format!("cannot serialise event: {error}"),
                     },
                 )],
-            }
+            };
+            deliveries.extend(alerts);
+            deliveries
         }
         Outcome::DeadLetter(dead) => vec![dead_letter(producer, &outputs.dlq, &record, &dead)],
         Outcome::Skipped { reason } => {

@@ -116,17 +116,8 @@ impl Stages {
         let masked = self.mask(record);
         lap = self.lap(Stage::Mask, lap);
 
-        // Title and text together: a 12345 title often names the problem more plainly. Weibo
-        // emoticons ([怒] …) are dropped for the models, which were trained without them.
-        let joined;
-        let for_models = match &masked.title {
-            Some(title) => {
-                joined = format!("{title}。{}", masked.text);
-                joined.as_str()
-            }
-            None => masked.text.as_str(),
-        };
-        let for_models = strip_emoticons(for_models);
+        let mut joined = String::new();
+        let for_models = model_text(masked.title.as_deref(), &masked.text, &mut joined);
         // One cut serves every model: content tokens for category and relevance, the words
         // with stop words kept for sentiment when its model was trained on those.
         let segmented = self.segmenter.segment(&for_models, self.max_keywords);
@@ -195,6 +186,15 @@ impl Stages {
             event: Box::new(event),
             tokens,
         }
+    }
+
+    /// An event's content tokens as [`Stages::process`] gave them to detection, cut again from
+    /// the event's (masked) title and text: inline detection rebuilds its state from output
+    /// events, which do not carry their tokens.
+    pub fn detection_tokens(&self, title: Option<&str>, text: &str) -> TokenList {
+        let mut joined = String::new();
+        let for_models = model_text(title, text, &mut joined);
+        TokenList::of(&self.segmenter.segment(&for_models, 0).tokens)
     }
 
     /// The models of the classify stage, to be scored together.
@@ -283,6 +283,19 @@ impl Stages {
                 .with_label_values(&[channel.as_str(), dead.reason])
                 .inc(),
         }
+    }
+}
+
+/// What the models read of a record: title and text together (a 12345 title often names the
+/// problem more plainly), with Weibo emoticons ([怒] …) dropped, as the models were trained
+/// without them. `joined` holds the joined text when there is a title.
+fn model_text<'a>(title: Option<&str>, text: &'a str, joined: &'a mut String) -> Cow<'a, str> {
+    match title {
+        Some(title) => {
+            *joined = format!("{title}。{text}");
+            strip_emoticons(joined)
+        }
+        None => strip_emoticons(text),
     }
 }
 

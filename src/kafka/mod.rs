@@ -16,12 +16,81 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// State the consumer's callbacks share with the pipeline.
 pub struct PipelineContext {
     pub tracker: Arc<Mutex<OffsetTracker>>,
     pub health: Arc<Health>,
     pub metrics: Metrics,
+    /// Set when this instance must own every input partition (inline detection).
+    pub sole_owner: Option<Arc<SoleOwner>>,
+}
+
+/// Inline detection's condition: one instance owns every partition of the input topics, so it
+/// sees every event of every district. Checked on each assignment; an instance given only some
+/// partitions (another one joined the group) records why and cancels `stop`.
+pub struct SoleOwner {
+    pub group: String,
+    pub stop: CancellationToken,
+    violation: Mutex<Option<String>>,
+}
+
+impl SoleOwner {
+    pub fn new(group: &str, stop: CancellationToken) -> Self {
+        SoleOwner {
+            group: group.to_string(),
+            stop,
+            violation: Mutex::new(None),
+        }
+    }
+
+    /// Why the condition failed, once it has.
+    pub fn violation(&self) -> Option<String> {
+        self.violation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Compares an assignment with the partition counts the broker reports for its topics.
+    fn check<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, assigned: &TopicPartitionList) {
+        let mut owned: std::collections::BTreeMap<String, usize> = Default::default();
+        for element in assigned.elements() {
+            *owned.entry(element.topic().to_string()).or_default() += 1;
+        }
+        for (topic, owned) in owned {
+            let topic = topic.as_str();
+            let total = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+                Ok(metadata) => metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map_or(0, |t| t.partitions().len()),
+                Err(error) => {
+                    tracing::warn!(%error, topic, "cannot read the partition count to check that inline detection owns every partition");
+                    continue;
+                }
+            };
+            if owned < total {
+                let reason = format!(
+                    "inline detection needs every input partition, but group {} gave this \
+                     instance {owned} of the {total} partitions of {topic}: another instance \
+                     has joined. Run one instance, or set pipeline.inline_detection = false \
+                     (detection in stage 2 scales out)",
+                    self.group
+                );
+                tracing::error!("{reason}");
+                *self
+                    .violation
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+                self.stop.cancel();
+                return;
+            }
+        }
+    }
 }
 
 impl ClientContext for PipelineContext {
@@ -90,10 +159,13 @@ impl ConsumerContext for PipelineContext {
         tracing::info!(partitions = keys.len(), "partitions revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
                 let count = assigned.count();
+                if let Some(sole) = self.sole_owner.as_ref().filter(|_| count > 0) {
+                    sole.check(consumer, assigned);
+                }
                 self.metrics.partitions_assigned.set(count as i64);
                 self.health.set_partitions_assigned(count > 0);
                 tracing::info!(partitions = count, "partitions assigned");
@@ -181,6 +253,21 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
             config.set(key, value);
         }
     }
+    config
+}
+
+/// A consumer that reads partitions it is assigned by hand, outside any group's membership,
+/// and commits nothing: for re-reading a topic's recent past.
+pub fn reader_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
+    let mut config = base_client_config(kafka);
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        // Small fetches, so that the partitions are read interleaved and event time moves
+        // forward evenly over them.
+        .set("max.partition.fetch.bytes", "16384");
     config
 }
 

@@ -1,0 +1,399 @@
+//! Inline detection (`pipeline.inline_detection`) over the Kafka protocol on an embedded broker:
+//! one instance detects inside stage 1, with no internal topic and no stage 2. Its routed events
+//! carry their incident ids and its alerts are published; a restart rebuilds detection state
+//! from the output topics, so an incident goes on under the same id; and a second instance in
+//! the group stops both with a reason instead of splitting the districts between two detectors.
+
+mod common;
+
+use chrono::{DateTime, FixedOffset, TimeZone};
+use citypulse::alert_feed::AlertFeed;
+use citypulse::config::PipelineConfig;
+use citypulse::demo::generator::{GeneratorConfig, IncidentKind, TrafficGenerator};
+use citypulse::detect::{Alert, AlertKind, AlertStatus};
+use citypulse::pipeline::{self, PipelineError};
+use citypulse::stages::Outcome;
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::Message;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+fn inline_config(input_partitions: i32) -> (impl Drop, PipelineConfig) {
+    let (cluster, mut config) = cluster_with_topics(input_partitions);
+    config.pipeline.inline_detection = true;
+    config.kafka.group_id = format!("inline-{}", rand::random::<u32>());
+    (cluster, config)
+}
+
+/// One instance of `run` with inline detection: stage 1 only.
+struct Instance {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), PipelineError>>,
+    feed: AlertFeed,
+}
+
+impl Instance {
+    fn start(config: &PipelineConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let feed = AlertFeed::new();
+        let task = {
+            let (config, stages, feed, stop) = (
+                config.clone(),
+                stages(config),
+                feed.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                pipeline::run_with_feed(&config, stages, health(), feed, stop).await
+            })
+        };
+        Instance {
+            shutdown,
+            task,
+            feed,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().expect("stops cleanly");
+    }
+}
+
+/// Messages ever written to a topic (its high watermarks summed).
+fn messages_on(config: &PipelineConfig, topic: &str) -> i64 {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum()
+}
+
+async fn read_alerts(config: &PipelineConfig) -> Vec<Alert> {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set(
+            "group.id",
+            format!("alert-reader-{}", rand::random::<u32>()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&config.kafka.alerts_topic]).unwrap();
+    let mut alerts = Vec::new();
+    while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(6), consumer.recv()).await
+    {
+        alerts.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+    }
+    alerts
+}
+
+/// A burst water main in 雨花区, reported minutes apart on three channels in nearly the same
+/// words (as in `kafka_e2e.rs`): (input topic, record, event id), in event-time order.
+fn water_main_reports(config: &PipelineConfig) -> Vec<(String, Vec<u8>, String)> {
+    let topic = |channel: &str| config.kafka.input_topics[channel].clone();
+    let text = |i: usize| {
+        format!(
+            "雨花区韶山路与劳动路交叉口自来水管爆裂，路面大量积水{}，附近小区全部停水，请尽快派人抢修。",
+            ["", "，车辆无法通行", "，水还在往外冒", "，已经一个小时了"][i % 4]
+        )
+    };
+    let order = |i: usize| {
+        serde_json::json!({
+            "工单编号": format!("WM{i:04}"),
+            "来电时间": format!("2026-11-25 10:0{}:00", 2 * i),
+            "来电号码": "13912345678",
+            "诉求类型": "求助",
+            "诉求标题": "自来水管爆裂",
+            "诉求内容": text(i),
+            "事发地址": "雨花区韶山路与劳动路交叉口",
+            "所属区县": "雨花区",
+            "来源渠道": "电话"
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let call = serde_json::json!({
+        "jjdbh": "JWM0001",
+        "bjsj": "2026-11-25 10:05:00",
+        "bjrdh": "13787654321",
+        "afdd": "雨花区韶山路与劳动路交叉口",
+        "bjnr": text(1),
+        "jqlb": "求助",
+        "xzqh": "430111"
+    });
+    let post = serde_json::json!({
+        "id": 4900000999u64,
+        "idstr": "4900000999",
+        "created_at": "Wed Nov 25 10:07:00 +0800 2026",
+        "text": text(2),
+        "user": {"idstr": "5566778899", "screen_name": "长沙小市民", "location": "湖南 长沙", "followers_count": 321, "verified": false},
+        "reposts_count": 3, "comments_count": 5, "attitudes_count": 12
+    });
+    vec![
+        (topic("12345"), order(0), "12345:WM0000".into()),
+        (topic("12345"), order(1), "12345:WM0001".into()),
+        (topic("12345"), order(2), "12345:WM0002".into()),
+        (
+            topic("110"),
+            call.to_string().into_bytes(),
+            "110:JWM0001".into(),
+        ),
+        (
+            topic("weibo"),
+            post.to_string().into_bytes(),
+            "weibo:4900000999".into(),
+        ),
+    ]
+}
+
+/// Event id → incident id of the events among `outputs`.
+fn incidents(outputs: &[OutputMessage]) -> BTreeMap<String, Option<String>> {
+    outputs
+        .iter()
+        .filter(|m| m.topic != "citypulse.dlq")
+        .map(|m| {
+            let event = m.json();
+            (
+                event["id"].as_str().unwrap().to_string(),
+                event["incident_id"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_routed_once_with_their_incident_and_nothing_crosses_the_internal_topic() {
+    let (_cluster, config) = inline_config(2);
+    let reports = water_main_reports(&config);
+    let mut inputs: Vec<(String, Vec<u8>)> = reports
+        .iter()
+        .map(|(topic, bytes, _)| (topic.clone(), bytes.clone()))
+        .collect();
+    let topic = config.kafka.input_topics["12345"].clone();
+    for i in 0..20 {
+        let text = "公交车早高峰经常不按时到站，等了四十分钟才来一辆，希望增加班次。";
+        inputs.push((topic.clone(), hotline_order(&format!("BUS{i:03}"), text)));
+    }
+    inputs.push((topic.clone(), b"{not json".to_vec()));
+    produce(&config.kafka.brokers, &inputs).await;
+
+    let instance = Instance::start(&config);
+    let outputs = read_outputs(&config, inputs.len(), Duration::from_secs(60)).await;
+    instance.stop().await;
+
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for message in outputs.iter().filter(|m| m.topic != config.kafka.dlq_topic) {
+        *seen
+            .entry(message.json()["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        seen.len(),
+        inputs.len() - 1,
+        "every good record out: {seen:?}"
+    );
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "each exactly once: {seen:?}"
+    );
+    let dead: Vec<_> = outputs
+        .iter()
+        .filter(|m| m.topic == config.kafka.dlq_topic)
+        .collect();
+    assert_eq!(dead.len(), 1, "the bad record dead-lettered");
+    assert_eq!(dead[0].headers["citypulse.reason"], "invalid_json");
+
+    let incidents = incidents(&outputs);
+    let report_ids: BTreeSet<&String> = reports.iter().map(|(_, _, id)| id).collect();
+    let shared: BTreeSet<&String> = incidents
+        .iter()
+        .filter(|(id, _)| report_ids.contains(id))
+        .filter_map(|(_, incident)| incident.as_ref())
+        .collect();
+    let carrying = incidents
+        .iter()
+        .filter(|(id, incident)| report_ids.contains(id) && incident.is_some())
+        .count();
+    assert_eq!(shared.len(), 1, "one incident id: {incidents:?}");
+    assert!(
+        carrying >= reports.len() - 1,
+        "every report from the second on carries it: {incidents:?}"
+    );
+    assert_eq!(
+        messages_on(&config, &config.kafka.events_topic),
+        0,
+        "inline detection writes nothing to the internal topic"
+    );
+}
+
+/// Three hours of background traffic with two incidents (as in `detect_scale_out.rs`).
+fn stream() -> Vec<(DateTime<FixedOffset>, citypulse::event::Channel, Vec<u8>)> {
+    let start = FixedOffset::east_opt(8 * 3600)
+        .unwrap()
+        .with_ymd_and_hms(2026, 11, 25, 8, 0, 0)
+        .unwrap();
+    let mut generator = TrafficGenerator::new(GeneratorConfig {
+        seed: 11,
+        malformed_share: 0.0,
+        ..GeneratorConfig::default()
+    });
+    let mut records = Vec::new();
+    for i in 0..1800 {
+        let at = start + chrono::Duration::seconds(i * 6);
+        let record = generator.next_record(at);
+        records.push((at, record.channel, record.bytes));
+    }
+    for (kind, district, offset_minutes) in [
+        (IncidentKind::WaterMainBurst, "雨花区", 100),
+        (IncidentKind::GasSmell, "岳麓区", 130),
+    ] {
+        let begin = start + chrono::Duration::minutes(offset_minutes);
+        for (at, record) in
+            generator.incident(kind, district, begin, chrono::Duration::minutes(30), 16)
+        {
+            records.push((at, record.channel, record.bytes));
+        }
+    }
+    records.sort_by_key(|(at, _, _)| *at);
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_injected_incidents_alert_on_the_topic_and_the_feed() {
+    let (_cluster, mut config) = inline_config(2);
+    config.detect.warmup_events = 0;
+    let instance = Instance::start(&config);
+    let stream = stream();
+    // Records the stages skip (not citizen reports) have no output.
+    let checker = stages(&config);
+    let expected = stream
+        .iter()
+        .filter(|(at, channel, bytes)| {
+            !matches!(
+                checker.process(*channel, bytes, None, *at),
+                Outcome::Skipped { .. }
+            )
+        })
+        .count();
+    let inputs: Vec<(String, Vec<u8>)> = stream
+        .into_iter()
+        .map(|(_, channel, bytes)| (config.kafka.input_topics[channel.as_str()].clone(), bytes))
+        .collect();
+    for chunk in inputs.chunks(50) {
+        produce(&config.kafka.brokers, chunk).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let routed = read_outputs(&config, expected, Duration::from_secs(60)).await;
+    assert_eq!(routed.len(), expected, "every record out once");
+    let feed = instance.feed.clone();
+    instance.stop().await;
+
+    let alerts = read_alerts(&config).await;
+    let incident_districts: BTreeSet<String> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::Incident)
+        .filter_map(|a| a.district.clone())
+        .collect();
+    for district in ["雨花区", "岳麓区"] {
+        assert!(
+            incident_districts.contains(district),
+            "no incident alert in {district}: {incident_districts:?}"
+        );
+    }
+    let mut first_status: BTreeMap<&str, AlertStatus> = BTreeMap::new();
+    for alert in &alerts {
+        first_status
+            .entry(alert.alert_id.as_str())
+            .or_insert(alert.status);
+    }
+    assert!(
+        first_status.values().all(|s| *s == AlertStatus::Firing),
+        "every thread starts by firing: {first_status:?}"
+    );
+    for alert in &alerts {
+        assert!(
+            feed.contains(&alert.alert_id),
+            "{} is on the topic but not on the live feed",
+            alert.alert_id
+        );
+    }
+    assert_eq!(messages_on(&config, &config.kafka.events_topic), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_goes_on_with_the_same_incident() {
+    let (_cluster, config) = inline_config(1);
+    let reports = water_main_reports(&config);
+    let (before, after) = reports.split_at(3);
+    let records = |part: &[(String, Vec<u8>, String)]| -> Vec<(String, Vec<u8>)> {
+        part.iter()
+            .map(|(topic, bytes, _)| (topic.clone(), bytes.clone()))
+            .collect()
+    };
+    produce(&config.kafka.brokers, &records(before)).await;
+    let first = Instance::start(&config);
+    let early = read_outputs(&config, before.len(), Duration::from_secs(60)).await;
+    first.stop().await;
+    let early = incidents(&early);
+    let opened: BTreeSet<&String> = early.values().flatten().collect();
+    assert_eq!(
+        opened.len(),
+        1,
+        "the first run opened one incident: {early:?}"
+    );
+
+    produce(&config.kafka.brokers, &records(after)).await;
+    let second = Instance::start(&config);
+    let all = read_outputs(&config, reports.len(), Duration::from_secs(60)).await;
+    second.stop().await;
+    let all = incidents(&all);
+    assert_eq!(all.len(), reports.len(), "each report once: {all:?}");
+    for (_, _, id) in after {
+        assert_eq!(
+            all[id].as_ref(),
+            opened.iter().next().copied(),
+            "{id} joined the incident opened before the restart: {all:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_in_the_group_stops_inline_detection_with_the_reason() {
+    let (_cluster, config) = inline_config(2);
+    let first = Instance::start(&config);
+    // The first instance owns every partition before the second joins.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let second = Instance::start(&config);
+    let outcome = |instance: Instance| async move {
+        tokio::time::timeout(Duration::from_secs(60), instance.task)
+            .await
+            .expect("an instance given only some partitions stops")
+            .unwrap()
+    };
+    let (a, b) = tokio::join!(outcome(first), outcome(second));
+    for result in [a, b] {
+        let error = result.expect_err("stops with an error").to_string();
+        assert!(
+            error.contains("inline detection needs every input partition")
+                && error.contains(&config.kafka.group_id)
+                && error.contains("pipeline.inline_detection = false"),
+            "{error}"
+        );
+    }
+}
