@@ -133,6 +133,7 @@ impl EventFacts<'_> {
             priority: self.priority,
             emotion: Some(&self.emotion),
             relevant: self.route != Route::Ignored,
+            incident_id: None,
         }
     }
 
@@ -236,6 +237,7 @@ pub fn detect_input<'a>(event: &'a Event, tokens: &'a TokenList) -> DetectInput<
         priority: event.priority,
         emotion: Some(&event.emotion),
         relevant: event.route != Route::Ignored,
+        incident_id: None,
     }
 }
 

@@ -22,7 +22,7 @@
 
 use crate::alert_feed::AlertFeed;
 use crate::config::PipelineConfig;
-use crate::detect::{Alert, Detector, Observation, SourceId, Watermarks};
+use crate::detect::{Alert, DetectInput, Detector, Observation, SourceId, Watermarks};
 use crate::detection::{detect_input, event_source, new_watermarks, report};
 use crate::event::Event;
 use crate::kafka::offsets::PartitionKey;
@@ -163,6 +163,8 @@ impl InlineDetection {
         }
         let starts = reader.offsets_for_times(by_time, QUERY_TIMEOUT)?;
         let mut assignment = TopicPartitionList::new();
+        // Partitions read from their start because the broker gave no offset for the time.
+        let mut from_start = 0;
         for element in starts.elements() {
             let key = (element.topic().to_string(), element.partition());
             let Some(&end) = ends.get(&key) else {
@@ -176,6 +178,7 @@ impl InlineDetection {
                 // case the partition is read from its start, older messages skipped.
                 _ => match last_timestamp(&reader, &key.0, key.1, end)? {
                     Some(last) if last >= since => {
+                        from_start += 1;
                         Some(reader.fetch_watermarks(&key.0, key.1, QUERY_TIMEOUT)?.0)
                     }
                     _ => None,
@@ -196,6 +199,7 @@ impl InlineDetection {
         reader.assign(&assignment)?;
         tracing::info!(
             partitions = ends.len(),
+            from_start,
             secs,
             "inline detection: rebuilding state from the output topics"
         );
@@ -247,9 +251,13 @@ impl InlineDetection {
             let source = rebuild_source(&key.0, key.1, &event);
             let mut state = self.lock();
             watermarks.seen(source, event.occurred_at, Instant::now());
-            state
-                .detector
-                .observe_from(source, &detect_input(&event, &tokens));
+            let input = DetectInput {
+                // The id it was published with: the re-read order may start its cluster at
+                // another report.
+                incident_id: event.incident_id.as_deref(),
+                ..detect_input(&event, &tokens)
+            };
+            state.detector.observe_from(source, &input);
             rebuilt.events += 1;
             if rebuilt.events % 1024 == 0 {
                 if let Some(watermark) = watermarks.watermark(Instant::now()) {

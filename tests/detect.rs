@@ -67,6 +67,7 @@ impl Owned {
             priority: 3,
             emotion: None,
             relevant: true,
+            incident_id: None,
         }
     }
 }

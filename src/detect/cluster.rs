@@ -52,6 +52,8 @@ pub struct Member<'a> {
     pub priority: u8,
     pub emotional: bool,
     pub category: &'a str,
+    /// The incident id it was published with, when state is rebuilt ([`super::DetectInput`]).
+    pub published_incident: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +83,10 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(district: &str, first: &Member<'_>, seq: u64) -> Self {
         Cluster {
-            id: content_id("inc", &[district, first.event_id]),
+            id: match first.published_incident {
+                Some(published) => published.to_string(),
+                None => content_id("inc", &[district, first.event_id]),
+            },
             first_seen: first.at,
             last_seen: first.at,
             size: 0,
@@ -637,6 +642,7 @@ mod tests {
             priority: 3,
             emotional: false,
             category: "城乡建设",
+            published_incident: None,
         };
         let terms = |words: &[&str]| -> Vec<(Term, f64)> {
             words.iter().map(|w| (Term::new(w), 1.0)).collect()
@@ -723,6 +729,7 @@ mod tests {
                 priority: 3,
                 emotional: false,
                 category: "城乡建设",
+                published_incident: None,
             };
             let index = match expected.filter(|_| threshold > 0.0) {
                 Some(i) => {

@@ -201,6 +201,7 @@ impl Detector {
                 priority: input.priority,
                 emotional: alarmed,
                 category: input.category,
+                published_incident: input.incident_id,
             };
             self.count_terms(district, &mut scratch, bucket);
             let anchors = self.anchors(district, &scratch);

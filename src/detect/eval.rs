@@ -217,6 +217,7 @@ pub fn evaluate_alerts_with(stages: &Stages, options: &EvalOptions) -> EvalAlert
             emotion: emotion_of(&event.text),
             // Stands in for the pipeline's relevance verdict: the generator knows the truth.
             relevant: record.kind != RecordKind::Chatter,
+            incident_id: None,
         };
         alerts.extend(detector.observe(&input).alerts);
     }

@@ -69,6 +69,12 @@ pub struct DetectInput<'a> {
     /// False for chatter on social channels: counted for emotion, never part of an incident or
     /// a burst.
     pub relevant: bool,
+    /// The incident id the event was published with, when it is observed again to rebuild
+    /// state from output events (inline detection's restart); `None` otherwise. Those are
+    /// re-read in another order than they first came (several topics and partitions), so a
+    /// cluster may now start at a later report: it then keeps the id already published instead
+    /// of deriving one from that report.
+    pub incident_id: Option<&'a str>,
 }
 
 /// What an alert is about.

@@ -56,6 +56,7 @@ impl Ev {
             priority: self.priority,
             emotion: self.emotion,
             relevant: self.relevant,
+            incident_id: None,
         }
     }
 }
@@ -369,4 +370,45 @@ fn a_partition_an_hour_behind_loses_nothing_and_alerts_as_an_in_order_run() {
         single.observe(&events[*i].input());
     }
     assert!(single.stats().late_dropped > 1000, "{:?}", single.stats());
+}
+
+/// Inline detection rebuilds from output events, re-read in another order than they first
+/// came: a cluster that now starts at a later report keeps the incident id already published,
+/// so reports after the restart join the incident under that id.
+#[test]
+fn a_cluster_rebuilt_from_a_later_report_keeps_the_published_incident_id() {
+    // One wording, so every report joins the first one's cluster.
+    let mut reports = incident(t0(), 4, 60);
+    let wording = reports[0].tokens.clone();
+    for report in &mut reports[1..] {
+        report.tokens = wording.clone();
+    }
+    let mut first = Detector::new(DetectConfig::default());
+    let (_, ids) = run(&mut first, &reports[..3]);
+    assert_eq!(ids[0], None, "the first report opens the cluster");
+    let published = ids[1].clone().expect("the second report joins it");
+    assert_eq!(ids[2].as_ref(), Some(&published));
+
+    let rebuild = |use_published: bool| {
+        let mut detector = Detector::new(DetectConfig::default());
+        // Re-read with the third report first, then the first and the second.
+        for i in [2, 0, 1] {
+            let mut input = reports[i].input();
+            if use_published {
+                input.incident_id = ids[i].as_deref();
+            }
+            detector.observe_from(1, &input);
+        }
+        detector.observe_from(2, &reports[3].input()).incident_id
+    };
+    assert_eq!(
+        rebuild(true).as_ref(),
+        Some(&published),
+        "the report after the restart joins the published incident"
+    );
+    assert_ne!(
+        rebuild(false).as_ref(),
+        Some(&published),
+        "without the published id the rebuilt cluster would be named after the third report"
+    );
 }

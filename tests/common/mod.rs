@@ -226,3 +226,62 @@ pub fn wechat_text(msg_id: u64, content: &str) -> Vec<u8> {
 pub fn wechat_subscribe() -> Vec<u8> {
     b"<xml><ToUserName><![CDATA[gh_citypulse]]></ToUserName><FromUserName><![CDATA[oNewFan]]></FromUserName><CreateTime>1764033123</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>".to_vec()
 }
+
+/// A burst water main in 雨花区, reported minutes apart on three channels in nearly the same
+/// words (as in `kafka_e2e.rs`), for the tests of inline detection: (input topic, record, event id), in event-time order.
+pub fn water_main_reports(config: &PipelineConfig) -> Vec<(String, Vec<u8>, String)> {
+    let topic = |channel: &str| config.kafka.input_topics[channel].clone();
+    let text = |i: usize| {
+        format!(
+            "雨花区韶山路与劳动路交叉口自来水管爆裂，路面大量积水{}，附近小区全部停水，请尽快派人抢修。",
+            ["", "，车辆无法通行", "，水还在往外冒", "，已经一个小时了"][i % 4]
+        )
+    };
+    let order = |i: usize| {
+        serde_json::json!({
+            "工单编号": format!("WM{i:04}"),
+            "来电时间": format!("2026-11-25 10:0{}:00", 2 * i),
+            "来电号码": "13912345678",
+            "诉求类型": "求助",
+            "诉求标题": "自来水管爆裂",
+            "诉求内容": text(i),
+            "事发地址": "雨花区韶山路与劳动路交叉口",
+            "所属区县": "雨花区",
+            "来源渠道": "电话"
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let call = serde_json::json!({
+        "jjdbh": "JWM0001",
+        "bjsj": "2026-11-25 10:05:00",
+        "bjrdh": "13787654321",
+        "afdd": "雨花区韶山路与劳动路交叉口",
+        "bjnr": text(1),
+        "jqlb": "求助",
+        "xzqh": "430111"
+    });
+    let post = serde_json::json!({
+        "id": 4900000999u64,
+        "idstr": "4900000999",
+        "created_at": "Wed Nov 25 10:07:00 +0800 2026",
+        "text": text(2),
+        "user": {"idstr": "5566778899", "screen_name": "长沙小市民", "location": "湖南 长沙", "followers_count": 321, "verified": false},
+        "reposts_count": 3, "comments_count": 5, "attitudes_count": 12
+    });
+    vec![
+        (topic("12345"), order(0), "12345:WM0000".into()),
+        (topic("12345"), order(1), "12345:WM0001".into()),
+        (topic("12345"), order(2), "12345:WM0002".into()),
+        (
+            topic("110"),
+            call.to_string().into_bytes(),
+            "110:JWM0001".into(),
+        ),
+        (
+            topic("weibo"),
+            post.to_string().into_bytes(),
+            "weibo:4900000999".into(),
+        ),
+    ]
+}

@@ -1,0 +1,149 @@
+//! Inline detection (`pipeline.inline_detection`) restarted against a real broker: the
+//! `citypulse run` binary routes the first reports of an incident and stops on SIGTERM; started
+//! again, it rebuilds detection state from the output topics (by broker time, which tansu can
+//! look up, unlike the embedded mock broker) and the reports after the restart join the same
+//! incident.
+//!
+//! Needs `tansu` (see tests/tansu/mod.rs).
+
+mod common;
+mod tansu;
+
+use citypulse::config::PipelineConfig;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use tansu::*;
+
+/// Reads the outputs until `ids` all have an event; event id → incident id.
+fn incidents(
+    reader: &mut OutputReader,
+    ids: &[&str],
+    app: &mut App,
+) -> BTreeMap<String, Option<String>> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        reader.catch_up(Duration::from_secs(10));
+        let found: BTreeMap<String, Option<String>> = reader
+            .outputs
+            .iter()
+            .filter_map(|output| {
+                let id = output.event_id.clone()?;
+                let event: serde_json::Value = serde_json::from_slice(&output.payload).ok()?;
+                Some((id, event["incident_id"].as_str().map(str::to_owned)))
+            })
+            .collect();
+        if ids.iter().all(|id| found.contains_key(*id)) {
+            return found;
+        }
+        assert!(
+            app.try_exit().is_none() && Instant::now() < deadline,
+            "events missing: have {found:?}; stderr:\n{}",
+            app.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The log text without its terminal colour codes (`ESC [ … m`).
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_restart_rebuilds_from_the_output_topics_and_the_incident_goes_on() {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let dir = test_dir();
+    let broker = Broker::start(dir.path());
+    let bootstrap = broker.bootstrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &[("pipeline", "inline_detection", toml::Value::Boolean(true))],
+    );
+    let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
+    runtime.block_on(create_topics(&bootstrap, &config));
+    let reports = common::water_main_reports(&config);
+    let (before, after) = reports.split_at(3);
+    let inputs = |part: &[(String, Vec<u8>, String)]| -> Vec<Input> {
+        part.iter()
+            .map(|(topic, payload, id)| Input {
+                topic: topic.clone(),
+                // One partition, so the reports reach the pipeline in event-time order.
+                partition: Some(0),
+                payload: payload.clone(),
+                expect: Expect::Event(id.clone()),
+            })
+            .collect()
+    };
+    let producer = producer(&bootstrap);
+    runtime.block_on(produce(&producer, inputs(before)));
+    let topics = final_topics(&config);
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut reader = OutputReader::new(&bootstrap, &topic_refs, &config.kafka.dlq_topic);
+
+    let mut first = App::start(dir.path(), &pipeline, &bootstrap, "first");
+    first.wait_readyz(200, Duration::from_secs(60));
+    let ids: Vec<&str> = before.iter().map(|(_, _, id)| id.as_str()).collect();
+    let early = incidents(&mut reader, &ids, &mut first);
+    first.signal(libc::SIGTERM);
+    let status = first.wait_exit(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the first run stops cleanly: {status:?}; stderr:\n{}",
+        first.stderr_tail()
+    );
+    let opened: BTreeSet<String> = early.values().flatten().cloned().collect();
+    assert_eq!(
+        opened.len(),
+        1,
+        "one incident before the restart: {early:?}"
+    );
+    assert!(
+        !reader
+            .outputs
+            .iter()
+            .any(|o| o.topic == config.kafka.events_topic),
+        "inline detection writes no internal events"
+    );
+
+    runtime.block_on(produce(&producer, inputs(after)));
+    let mut second = App::start(dir.path(), &pipeline, &bootstrap, "second");
+    second.wait_readyz(200, Duration::from_secs(60));
+    let ids: Vec<&str> = reports.iter().map(|(_, _, id)| id.as_str()).collect();
+    let all = incidents(&mut reader, &ids, &mut second);
+    second.signal(libc::SIGTERM);
+    second.wait_exit(Duration::from_secs(60));
+    let log = without_colours(
+        &std::fs::read_to_string(dir.path().join("citypulse-second.err")).unwrap_or_default(),
+    );
+    assert!(
+        log.lines()
+            .any(|line| line.contains("state rebuilt") && line.contains("events=3")),
+        "the restart rebuilt from the three routed reports; stderr:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|line| line.contains("rebuilding state") && line.contains("from_start=0")),
+        "tansu looked the rebuild's offsets up by time; stderr:\n{log}"
+    );
+    for (_, _, id) in after {
+        assert_eq!(
+            all[id].as_ref(),
+            opened.iter().next(),
+            "{id} joined the incident opened before the restart: {all:?}"
+        );
+    }
+    eprintln!("inline restart on tansu: incidents {all:?}");
+}
