@@ -18,7 +18,8 @@
 //! - **State after a restart.** [`InlineDetection::rebuild`] re-reads the last
 //!   `detect_rebuild_secs` of the routed, triage and ignored topics before the first record is
 //!   consumed, cuts each event's text again for its tokens (output events do not carry them)
-//!   and observes it without raising alerts: those were published before.
+//!   and observes it without raising alerts: those were published before. A cluster keeps the
+//!   incident id its reports were published with, whichever of them is re-read first.
 
 use crate::alert_feed::AlertFeed;
 use crate::config::PipelineConfig;
@@ -76,8 +77,8 @@ impl InlineDetection {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while observing (caught as the record's internal error) leaves the
-        // detector as the last completed event left it: go on with it.
+        // A panic under the lock (a bug in the detector) may leave one event half counted;
+        // the state stays within its bounds, so the other workers go on with it.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -220,7 +221,13 @@ impl InlineDetection {
                     }
                     continue;
                 }
-                Some(message) => message?,
+                // Transient (a broker reconnecting): the silence bound above still ends the
+                // rebuild if it does not pass.
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "inline detection: consumer error during the rebuild");
+                    continue;
+                }
+                Some(Ok(message)) => message,
             };
             last_progress = Instant::now();
             let key = (message.topic().to_string(), message.partition());

@@ -23,16 +23,19 @@ pub enum Stage {
     Segment,
     Classify,
     Route,
+    /// Detection inside stage 1 (`pipeline.inline_detection`), the detector's lock included.
+    Detect,
     Produce,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Decode,
         Stage::Mask,
         Stage::Segment,
         Stage::Classify,
         Stage::Route,
+        Stage::Detect,
         Stage::Produce,
     ];
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl Stage {
             Stage::Segment => "segment",
             Stage::Classify => "classify",
             Stage::Route => "route",
+            Stage::Detect => "detect",
             Stage::Produce => "produce",
         }
     }

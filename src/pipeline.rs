@@ -16,10 +16,13 @@
 //! written to the internal topic `citypulse.events`, keyed by district, for stage 2's alerts.
 //! With `pipeline.route_after_detection` it goes only to the internal topic, and stage 2
 //! (`detection.rs`) assigns its incident and routes it with [`event_message`], so routed events
-//! carry their `incident_id`. Bad input goes to the dead-letter topic in every case.
+//! carry their `incident_id`. With `pipeline.inline_detection` (one instance) there is no
+//! internal topic: the workers observe each event in [`InlineDetection`] themselves and route
+//! it with its `incident_id`, and publish the alerts it raised. Bad input goes to the
+//! dead-letter topic in every case.
 //!
 //! At-least-once: an input offset is committed only once every output it caused (internal,
-//! routed, triage or dead-letter message) was acknowledged by the broker. Records of one
+//! routed, triage, dead-letter or, inline, alert message) was acknowledged by the broker. Records of one
 //! partition always go to the same worker, so per-partition order is kept on the outputs. When
 //! the in-flight limit is reached the consumer stops reading until acknowledgements catch up, so
 //! a slow or absent broker pauses the pipeline instead of growing memory.
@@ -565,7 +568,6 @@ pub(crate) async fn final_commit<C: ConsumerContext + 'static>(
     }
 }
 
-/// A worker: run the stages on each record of its queue and hand the outputs to the producer.
 /// What a worker needs to turn a record into its outputs.
 struct Output<'a> {
     stages: &'a Stages,
@@ -575,6 +577,7 @@ struct Output<'a> {
     inline: Option<&'a InlineDetection>,
 }
 
+/// A worker: run the stages on each record of its queue and hand the outputs to the producer.
 fn worker_loop(
     mut queue: mpsc::Receiver<Vec<InputRecord>>,
     output: &Output<'_>,
@@ -626,7 +629,7 @@ fn run_record(record: InputRecord, output: &Output<'_>) -> PendingAck {
             ),
         }),
     };
-    let started = Instant::now();
+    let mut started = Instant::now();
     let deliveries = match outcome {
         Outcome::Event { mut event, tokens } => {
             // The alerts it raised are outputs of this record too: it is committed only once
@@ -642,6 +645,12 @@ fn run_record(record: InputRecord, output: &Output<'_>) -> PendingAck {
                         alert,
                     ));
                 });
+                let detected = Instant::now();
+                stages.metrics.observe_stage(
+                    Stage::Detect,
+                    detected.duration_since(started).as_secs_f64(),
+                );
+                started = detected;
             }
             let routed = |event: &Event| {
                 event_message(event).map(|message| {

@@ -33,16 +33,18 @@ struct Instance {
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), PipelineError>>,
     feed: AlertFeed,
+    stages: std::sync::Arc<citypulse::stages::Stages>,
 }
 
 impl Instance {
     fn start(config: &PipelineConfig) -> Self {
         let shutdown = CancellationToken::new();
         let feed = AlertFeed::new();
+        let stages = stages(config);
         let task = {
             let (config, stages, feed, stop) = (
                 config.clone(),
-                stages(config),
+                stages.clone(),
                 feed.clone(),
                 shutdown.clone(),
             );
@@ -54,6 +56,7 @@ impl Instance {
             shutdown,
             task,
             feed,
+            stages,
         }
     }
 
@@ -136,7 +139,18 @@ async fn events_are_routed_once_with_their_incident_and_nothing_crosses_the_inte
 
     let instance = Instance::start(&config);
     let outputs = read_outputs(&config, inputs.len(), Duration::from_secs(60)).await;
+    let detect_timings = instance
+        .stages
+        .metrics
+        .stage_duration
+        .with_label_values(&["detect"])
+        .get_sample_count();
     instance.stop().await;
+    assert_eq!(
+        detect_timings,
+        (inputs.len() - 1) as u64,
+        "the detect stage is timed once per event"
+    );
 
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for message in outputs.iter().filter(|m| m.topic != config.kafka.dlq_topic) {
