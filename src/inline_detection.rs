@@ -126,7 +126,9 @@ impl InlineDetection {
     /// Rebuilds the detector from the last `detect_rebuild_secs` of the routed, triage and
     /// ignored topics, before stage 1 consumes anything. Blocking; stops early when `stop` is
     /// cancelled. Alerts raised on the way are dropped: they were published when the events
-    /// were first processed.
+    /// were first processed. An error comes only from the broker's answers before the first
+    /// event is read (consumer errors while reading are logged and waited out), so a failed
+    /// rebuild has observed nothing and may be tried again.
     pub fn rebuild(
         &self,
         config: &PipelineConfig,

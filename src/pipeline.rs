@@ -90,6 +90,9 @@ const MAX_BATCH: usize = 64;
 /// stage 1 routes, about this much later at most.
 const ACK_FLUSH: Duration = Duration::from_millis(1);
 
+/// How long inline detection waits before trying its rebuild again (broker not reachable).
+const REBUILD_RETRY: Duration = Duration::from_secs(5);
+
 /// One input record, copied out of the consumer's buffer so the consumer can move on. Stage 2
 /// builds one per internal message, so both stages dead-letter the same way.
 pub(crate) struct InputRecord {
@@ -193,13 +196,28 @@ pub async fn run_with_feed(
     let inline = match config.pipeline.inline_detection && config.pipeline.detection {
         true => {
             let inline = Arc::new(InlineDetection::new(config, feed, metrics.clone()));
-            // Before the first record: live events must follow the re-read ones.
-            let (rebuilding, config, stages, stop) =
-                (inline.clone(), config.clone(), stages.clone(), stop.clone());
-            tokio::task::spawn_blocking(move || rebuilding.rebuild(&config, &stages, &stop))
+            // Before the first record: live events must follow the re-read ones. A broker that
+            // is not up yet (a fresh deployment) is waited for, as the consumer would: the
+            // rebuild fails only before it has observed anything, so it can start again.
+            loop {
+                let (rebuilding, config, stages, stopping) =
+                    (inline.clone(), config.clone(), stages.clone(), stop.clone());
+                let rebuilt = tokio::task::spawn_blocking(move || {
+                    rebuilding.rebuild(&config, &stages, &stopping)
+                })
                 .await
-                .map_err(|_| PipelineError::Rebuild(KafkaError::Canceled))?
-                .map_err(PipelineError::Rebuild)?;
+                .map_err(|_| PipelineError::Rebuild(KafkaError::Canceled))?;
+                match rebuilt {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "inline detection: cannot rebuild its state yet; retrying in 5 s");
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(REBUILD_RETRY) => {}
+                        }
+                    }
+                }
+            }
             Some(inline)
         }
         false => None,

@@ -352,3 +352,17 @@ async fn a_second_instance_in_the_group_stops_inline_detection_with_the_reason()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_not_up_yet_is_waited_for_not_a_reason_to_stop() {
+    let (_cluster, mut config) = inline_config(1);
+    // Nothing listens here: the rebuild's queries time out, and it tries again.
+    config.kafka.brokers = "127.0.0.1:9".to_string();
+    let instance = Instance::start(&config);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(
+        !instance.task.is_finished(),
+        "inline detection gave up on a broker that is not up yet"
+    );
+    instance.stop().await;
+}
