@@ -222,9 +222,10 @@ pub async fn run_with_feed(
         }
         false => None,
     };
-    let sole_owner = inline
-        .is_some()
-        .then(|| Arc::new(SoleOwner::new(&config.kafka.group_id, stop.clone())));
+    let sole_owner = inline.is_some().then(|| {
+        let topics = config.input_topics().into_iter().map(|(_, t)| t).collect();
+        Arc::new(SoleOwner::new(&config.kafka.group_id, topics, stop.clone()))
+    });
     let in_flight = Arc::new(InFlight {
         tracker: Arc::new(Mutex::new(OffsetTracker::new())),
         bytes: AtomicUsize::new(0),

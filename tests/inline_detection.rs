@@ -366,3 +366,53 @@ async fn a_broker_not_up_yet_is_waited_for_not_a_reason_to_stop() {
     );
     instance.stop().await;
 }
+
+/// With the cooperative protocol a rebalance hands over and takes away only some partitions;
+/// the check reads the whole assignment. One of the two instances stops with the reason (the
+/// first, once it has given some partitions up), and the other then owns every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_cooperative_protocol_one_instance_stops_and_the_other_owns_all() {
+    let (_cluster, mut config) = inline_config(2);
+    config.kafka.client.insert(
+        "partition.assignment.strategy".to_string(),
+        "cooperative-sticky".to_string(),
+    );
+    let first = Instance::start(&config);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!first.task.is_finished(), "one instance owns everything");
+    let second = Instance::start(&config);
+    let waited = std::time::Instant::now();
+    while !first.task.is_finished() && !second.task.is_finished() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "neither instance stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (stopped, survivor) = if first.task.is_finished() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let error = stopped
+        .task
+        .await
+        .unwrap()
+        .expect_err("stops with an error")
+        .to_string();
+    assert!(
+        error.contains("inline detection needs every input partition"),
+        "{error}"
+    );
+    let all: i64 = 4 * 2;
+    let waited = std::time::Instant::now();
+    while survivor.stages.metrics.partitions_assigned.get() != all {
+        assert!(
+            !survivor.task.is_finished() && waited.elapsed() < Duration::from_secs(60),
+            "the other instance goes on and takes every partition (has {})",
+            survivor.stages.metrics.partitions_assigned.get()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    survivor.stop().await;
+}

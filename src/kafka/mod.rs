@@ -33,14 +33,17 @@ pub struct PipelineContext {
 /// partitions (another one joined the group) records why and cancels `stop`.
 pub struct SoleOwner {
     pub group: String,
+    /// The input topics the instance subscribes to: it must own every partition of each.
+    pub topics: Vec<String>,
     pub stop: CancellationToken,
     violation: Mutex<Option<String>>,
 }
 
 impl SoleOwner {
-    pub fn new(group: &str, stop: CancellationToken) -> Self {
+    pub fn new(group: &str, topics: Vec<String>, stop: CancellationToken) -> Self {
         SoleOwner {
             group: group.to_string(),
+            topics,
             stop,
             violation: Mutex::new(None),
         }
@@ -54,14 +57,20 @@ impl SoleOwner {
             .clone()
     }
 
-    /// Compares an assignment with the partition counts the broker reports for its topics.
-    fn check<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, assigned: &TopicPartitionList) {
-        let mut owned: std::collections::BTreeMap<String, usize> = Default::default();
-        for element in assigned.elements() {
-            *owned.entry(element.topic().to_string()).or_default() += 1;
-        }
-        for (topic, owned) in owned {
+    /// Compares the whole assignment with the partition counts the broker reports for every
+    /// input topic (a topic the assignment lacks is owned 0 times).
+    fn check<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        assignment: &TopicPartitionList,
+    ) {
+        for topic in &self.topics {
             let topic = topic.as_str();
+            let owned = assignment
+                .elements()
+                .iter()
+                .filter(|e| e.topic() == topic)
+                .count();
             let total = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
                 Ok(metadata) => metadata
                     .topics()
@@ -154,24 +163,37 @@ impl ConsumerContext for PipelineContext {
         }
         tracker.forget(&keys);
         self.metrics.in_flight.set(tracker.in_flight() as i64);
-        self.metrics.partitions_assigned.set(0);
-        self.health.set_partitions_assigned(false);
         tracing::info!(partitions = keys.len(), "partitions revoked");
     }
 
+    /// Counts what this instance owns now. Read from the whole assignment: under the
+    /// cooperative protocol (`partition.assignment.strategy = cooperative-sticky`) a rebalance
+    /// adds or takes away only some partitions.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(assigned) => {
-                let count = assigned.count();
-                if let Some(sole) = self.sole_owner.as_ref().filter(|_| count > 0) {
-                    sole.check(consumer, assigned);
-                }
-                self.metrics.partitions_assigned.set(count as i64);
-                self.health.set_partitions_assigned(count > 0);
-                tracing::info!(partitions = count, "partitions assigned");
+        if let Rebalance::Error(error) = rebalance {
+            tracing::error!(%error, "rebalance failed");
+            return;
+        }
+        let assignment = match consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the assignment after a rebalance");
+                return;
             }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(error) => tracing::error!(%error, "rebalance failed"),
+        };
+        let count = assignment.count();
+        // An instance with no partitions sees no events: only a partial share is a problem.
+        if let Some(sole) = self.sole_owner.as_ref().filter(|_| count > 0) {
+            sole.check(consumer, &assignment);
+        }
+        self.metrics.partitions_assigned.set(count as i64);
+        self.health.set_partitions_assigned(count > 0);
+        if let Rebalance::Assign(added) = rebalance {
+            tracing::info!(
+                partitions = count,
+                added = added.count(),
+                "partitions assigned"
+            );
         }
     }
 
