@@ -313,3 +313,54 @@ struct MaskedRecord {
     report_kind: Option<String>,
     engagement: Option<crate::event::Engagement>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PipelineConfig;
+    use crate::demo::generator::{GeneratorConfig, TrafficGenerator};
+    use chrono::TimeZone;
+
+    /// Inline detection's rebuild cuts an output event's text again: it must give detection
+    /// exactly the tokens `process` gave it, on every channel (titles, emoticons, masked
+    /// numbers included).
+    #[test]
+    fn detection_tokens_of_an_event_are_the_tokens_process_gave_detection() {
+        let stages = crate::assets::load_stages(
+            &PipelineConfig::default(),
+            AuthorHasher::new(b"stages-test-key-0123456789"),
+            Metrics::new(),
+        )
+        .expect("embedded assets load");
+        let mut generator = TrafficGenerator::new(GeneratorConfig {
+            malformed_share: 0.0,
+            ..GeneratorConfig::default()
+        });
+        let at = FixedOffset::east_opt(8 * 3600)
+            .unwrap()
+            .with_ymd_and_hms(2026, 11, 25, 10, 0, 0)
+            .unwrap();
+        let mut compared = [0usize; 4];
+        let mut titled = 0;
+        for _ in 0..400 {
+            let record = generator.next_record(at);
+            let Outcome::Event { event, tokens } =
+                stages.process(record.channel, &record.bytes, None, at)
+            else {
+                continue;
+            };
+            let again = stages.detection_tokens(event.title.as_deref(), &event.text);
+            assert_eq!(again, tokens, "{}", event.id);
+            compared[Channel::ALL
+                .iter()
+                .position(|c| *c == event.channel)
+                .unwrap()] += 1;
+            titled += usize::from(event.title.is_some());
+        }
+        assert!(
+            compared.iter().all(|&n| n > 0),
+            "every channel: {compared:?}"
+        );
+        assert!(titled > 0, "events with a title among them");
+    }
+}

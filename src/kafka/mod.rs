@@ -29,8 +29,9 @@ pub struct PipelineContext {
 }
 
 /// Inline detection's condition: one instance owns every partition of the input topics, so it
-/// sees every event of every district. Checked on each assignment; an instance given only some
-/// partitions (another one joined the group) records why and cancels `stop`.
+/// sees every event of every district. Checked after every rebalance against the whole
+/// assignment; an instance left with only some partitions (another one joined the group)
+/// records why and cancels `stop`.
 pub struct SoleOwner {
     pub group: String,
     /// The input topics the instance subscribes to: it must own every partition of each.
