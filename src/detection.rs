@@ -543,17 +543,7 @@ impl DetectStage<'_> {
                 let metrics = self.metrics.clone();
                 report(&self.detector, &self.metrics);
                 return Some(Box::pin(async move {
-                    // Not tied to a record, so nothing to hold back: a failure is counted and
-                    // logged, and the alert is still on the live feed.
-                    for (topic, delivery) in deliveries {
-                        if let Err(error) = acknowledged(delivery).await {
-                            metrics
-                                .delivery_failures
-                                .with_label_values(&["alert"])
-                                .inc();
-                            tracing::error!(%error, %topic, "alert not delivered to Kafka (still on the live feed)");
-                        }
-                    }
+                    await_resolved_alerts(deliveries, metrics).await;
                     Ok(None)
                 }));
             }
@@ -773,6 +763,24 @@ pub(crate) fn announce(alert: &Alert, metrics: &Metrics) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// Awaits the deliveries of alerts that no record caused (threads resolving on the
+/// watermark): nothing to hold back, so a failure is counted and logged, and the alert is
+/// still on the live feed.
+pub(crate) async fn await_resolved_alerts(
+    deliveries: Vec<(String, Result<DeliveryFuture, KafkaError>)>,
+    metrics: Metrics,
+) {
+    for (topic, delivery) in deliveries {
+        if let Err(error) = acknowledged(delivery).await {
+            metrics
+                .delivery_failures
+                .with_label_values(&["alert"])
+                .inc();
+            tracing::error!(%error, %topic, "alert not delivered to Kafka (still on the live feed)");
+        }
+    }
+}
+
 /// The input record's timestamp, carried from stage 1 in a header.
 fn input_timestamp(message: &BorrowedMessage<'_>) -> Option<i64> {
     let headers = message.headers()?;
@@ -784,9 +792,7 @@ fn input_timestamp(message: &BorrowedMessage<'_>) -> Option<i64> {
         .and_then(|value| value.parse().ok())
 }
 
-pub(crate) async fn acknowledged(
-    delivery: Result<DeliveryFuture, KafkaError>,
-) -> Result<(), KafkaError> {
+async fn acknowledged(delivery: Result<DeliveryFuture, KafkaError>) -> Result<(), KafkaError> {
     match delivery?.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((error, _))) => Err(error),

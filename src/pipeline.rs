@@ -32,7 +32,7 @@ use crate::channels::MAX_RECORD_BYTES;
 use crate::config::PipelineConfig;
 use crate::detect::Alert;
 use crate::detection::{
-    acknowledged, announce, district_key, InternalEvent, INPUT_TIMESTAMP_HEADER,
+    announce, await_resolved_alerts, district_key, InternalEvent, INPUT_TIMESTAMP_HEADER,
 };
 use crate::event::{Channel, Event, Route, SourceRef};
 use crate::health::Health;
@@ -419,17 +419,7 @@ async fn tick_loop(
         if deliveries.is_empty() {
             continue;
         }
-        tokio::spawn(async move {
-            for (topic, delivery) in deliveries {
-                if let Err(error) = acknowledged(delivery).await {
-                    metrics
-                        .delivery_failures
-                        .with_label_values(&["alert"])
-                        .inc();
-                    tracing::error!(%error, %topic, "alert not delivered to Kafka (still on the live feed)");
-                }
-            }
-        });
+        tokio::spawn(await_resolved_alerts(deliveries, metrics));
     }
 }
 

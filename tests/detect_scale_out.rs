@@ -5,51 +5,15 @@
 
 mod common;
 
-use chrono::{DateTime, FixedOffset, TimeZone};
 use citypulse::alert_feed::AlertFeed;
 use citypulse::config::PipelineConfig;
-use citypulse::demo::generator::{GeneratorConfig, IncidentKind, TrafficGenerator};
 use citypulse::detect::{Alert, AlertStatus};
-use citypulse::event::Channel;
 use citypulse::metrics::Metrics;
 use citypulse::{detection, pipeline};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// A stream in event-time order: background traffic over three hours across the districts, and
-/// two incidents in different districts.
-fn stream() -> Vec<(DateTime<FixedOffset>, Channel, Vec<u8>)> {
-    let start = FixedOffset::east_opt(8 * 3600)
-        .unwrap()
-        .with_ymd_and_hms(2026, 11, 25, 8, 0, 0)
-        .unwrap();
-    let mut generator = TrafficGenerator::new(GeneratorConfig {
-        seed: 11,
-        malformed_share: 0.0,
-        ..GeneratorConfig::default()
-    });
-    let mut records = Vec::new();
-    for i in 0..1800 {
-        let at = start + chrono::Duration::seconds(i * 6);
-        let record = generator.next_record(at);
-        records.push((at, record.channel, record.bytes));
-    }
-    for (kind, district, offset_minutes) in [
-        (IncidentKind::WaterMainBurst, "雨花区", 100),
-        (IncidentKind::GasSmell, "岳麓区", 130),
-    ] {
-        let begin = start + chrono::Duration::minutes(offset_minutes);
-        for (at, record) in
-            generator.incident(kind, district, begin, chrono::Duration::minutes(30), 16)
-        {
-            records.push((at, record.channel, record.bytes));
-        }
-    }
-    records.sort_by_key(|(at, _, _)| *at);
-    records
-}
 
 /// Alert threads as (alert id, statuses in order); `at` and counts depend on delivery timing
 /// only through the stream's order, which is kept per district.
@@ -90,7 +54,7 @@ async fn run_instances(instances: usize) -> Vec<Alert> {
     }
     // Let both instances join before the records flow, so partitions are shared from the start.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let inputs: Vec<(String, Vec<u8>)> = stream()
+    let inputs: Vec<(String, Vec<u8>)> = incident_stream()
         .into_iter()
         .map(|(_, channel, bytes)| (config.kafka.input_topics[channel.as_str()].clone(), bytes))
         .collect();
@@ -186,7 +150,7 @@ async fn produce_internal(config: &PipelineConfig) {
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    for (at, channel, bytes) in stream() {
+    for (at, channel, bytes) in incident_stream() {
         let Outcome::Event { event, tokens } = stages.process(channel, &bytes, None, at) else {
             continue;
         };

@@ -6,10 +6,8 @@
 
 mod common;
 
-use chrono::{DateTime, FixedOffset, TimeZone};
 use citypulse::alert_feed::AlertFeed;
 use citypulse::config::PipelineConfig;
-use citypulse::demo::generator::{GeneratorConfig, IncidentKind, TrafficGenerator};
 use citypulse::detect::{Alert, AlertKind, AlertStatus};
 use citypulse::pipeline::{self, PipelineError};
 use citypulse::stages::Outcome;
@@ -197,44 +195,12 @@ async fn events_are_routed_once_with_their_incident_and_nothing_crosses_the_inte
     );
 }
 
-/// Three hours of background traffic with two incidents (as in `detect_scale_out.rs`).
-fn stream() -> Vec<(DateTime<FixedOffset>, citypulse::event::Channel, Vec<u8>)> {
-    let start = FixedOffset::east_opt(8 * 3600)
-        .unwrap()
-        .with_ymd_and_hms(2026, 11, 25, 8, 0, 0)
-        .unwrap();
-    let mut generator = TrafficGenerator::new(GeneratorConfig {
-        seed: 11,
-        malformed_share: 0.0,
-        ..GeneratorConfig::default()
-    });
-    let mut records = Vec::new();
-    for i in 0..1800 {
-        let at = start + chrono::Duration::seconds(i * 6);
-        let record = generator.next_record(at);
-        records.push((at, record.channel, record.bytes));
-    }
-    for (kind, district, offset_minutes) in [
-        (IncidentKind::WaterMainBurst, "雨花区", 100),
-        (IncidentKind::GasSmell, "岳麓区", 130),
-    ] {
-        let begin = start + chrono::Duration::minutes(offset_minutes);
-        for (at, record) in
-            generator.incident(kind, district, begin, chrono::Duration::minutes(30), 16)
-        {
-            records.push((at, record.channel, record.bytes));
-        }
-    }
-    records.sort_by_key(|(at, _, _)| *at);
-    records
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_injected_incidents_alert_on_the_topic_and_the_feed() {
     let (_cluster, mut config) = inline_config(2);
     config.detect.warmup_events = 0;
     let instance = Instance::start(&config);
-    let stream = stream();
+    let stream = incident_stream();
     // Records the stages skip (not citizen reports) have no output.
     let checker = stages(&config);
     let expected = stream

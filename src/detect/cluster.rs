@@ -58,7 +58,8 @@ pub struct Member<'a> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
-    /// The incident id: derived from the district and the first report's id.
+    /// The incident id: derived from the district and the first report's id, or the id that
+    /// report was published with when state is rebuilt from output events.
     pub id: String,
     pub first_seen: DateTime<FixedOffset>,
     pub last_seen: DateTime<FixedOffset>,

@@ -4,8 +4,10 @@
 
 pub mod process;
 
+use chrono::{DateTime, FixedOffset, TimeZone};
 use citypulse::assets;
 use citypulse::config::PipelineConfig;
+use citypulse::demo::generator::{GeneratorConfig, IncidentKind, TrafficGenerator};
 use citypulse::health::Health;
 use citypulse::metrics::Metrics;
 use citypulse::stages::Stages;
@@ -284,4 +286,37 @@ pub fn water_main_reports(config: &PipelineConfig) -> Vec<(String, Vec<u8>, Stri
             "weibo:4900000999".into(),
         ),
     ]
+}
+
+/// A stream in event-time order: background traffic over three hours across the districts, and
+/// two incidents in different districts (雨花区 and 岳麓区), for the detection tests.
+pub fn incident_stream() -> Vec<(DateTime<FixedOffset>, citypulse::event::Channel, Vec<u8>)> {
+    let start = FixedOffset::east_opt(8 * 3600)
+        .unwrap()
+        .with_ymd_and_hms(2026, 11, 25, 8, 0, 0)
+        .unwrap();
+    let mut generator = TrafficGenerator::new(GeneratorConfig {
+        seed: 11,
+        malformed_share: 0.0,
+        ..GeneratorConfig::default()
+    });
+    let mut records = Vec::new();
+    for i in 0..1800 {
+        let at = start + chrono::Duration::seconds(i * 6);
+        let record = generator.next_record(at);
+        records.push((at, record.channel, record.bytes));
+    }
+    for (kind, district, offset_minutes) in [
+        (IncidentKind::WaterMainBurst, "雨花区", 100),
+        (IncidentKind::GasSmell, "岳麓区", 130),
+    ] {
+        let begin = start + chrono::Duration::minutes(offset_minutes);
+        for (at, record) in
+            generator.incident(kind, district, begin, chrono::Duration::minutes(30), 16)
+        {
+            records.push((at, record.channel, record.bytes));
+        }
+    }
+    records.sort_by_key(|(at, _, _)| *at);
+    records
 }
