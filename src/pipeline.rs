@@ -241,6 +241,7 @@ pub async fn run_with_feed(
                 health: health.clone(),
                 metrics: metrics.clone(),
                 sole_owner: sole_owner.clone(),
+                owned: Mutex::new(rdkafka::TopicPartitionList::new()),
             })
             .map_err(PipelineError::Client)?,
     );

@@ -12,7 +12,9 @@ use crate::config::KafkaConfig;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use offsets::{OffsetTracker, PartitionKey};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,10 @@ pub struct PipelineContext {
     pub metrics: Metrics,
     /// Set when this instance must own every input partition (inline detection).
     pub sole_owner: Option<Arc<SoleOwner>>,
+    /// The partitions this instance owns, kept from the rebalances themselves: asking
+    /// librdkafka (`assignment()`) from inside a rebalance callback can block while the
+    /// consumer closes.
+    pub owned: Mutex<TopicPartitionList>,
 }
 
 /// Inline detection's condition: one instance owns every partition of the input topics, so it
@@ -175,12 +181,44 @@ impl ConsumerContext for PipelineContext {
             tracing::error!(%error, "rebalance failed");
             return;
         }
-        let assignment = match consumer.assignment() {
-            Ok(assignment) => assignment,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the assignment after a rebalance");
-                return;
+        let assignment = {
+            let mut owned = self
+                .owned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let cooperative = matches!(
+                consumer.rebalance_protocol(),
+                RebalanceProtocol::Cooperative
+            );
+            let mut now = TopicPartitionList::new();
+            let keep = |e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>,
+                        changed: &TopicPartitionList| {
+                changed.find_partition(e.topic(), e.partition()).is_none()
+            };
+            match rebalance {
+                // Eager: the list is the whole new assignment. Cooperative: what it adds.
+                Rebalance::Assign(added) => {
+                    if cooperative {
+                        for e in owned.elements().iter().filter(|e| keep(e, added)) {
+                            now.add_partition(e.topic(), e.partition());
+                        }
+                    }
+                    for e in added.elements() {
+                        now.add_partition(e.topic(), e.partition());
+                    }
+                }
+                // Eager: everything goes. Cooperative: only what it lists.
+                Rebalance::Revoke(taken) => {
+                    if cooperative {
+                        for e in owned.elements().iter().filter(|e| keep(e, taken)) {
+                            now.add_partition(e.topic(), e.partition());
+                        }
+                    }
+                }
+                Rebalance::Error(_) => return,
             }
+            *owned = now.clone();
+            now
         };
         let count = assignment.count();
         // An instance with no partitions sees no events: only a partial share is a problem.
