@@ -191,7 +191,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    let outcome = runtime.block_on(execute(cli.command));
+    // A consumer close that librdkafka never finishes (a broker that holds the connection but
+    // stopped answering; rust-rdkafka issue 509) is left running on the blocking pool once its
+    // bound has passed (`pipeline::final_commit`). Dropping the runtime would wait for it for
+    // ever; everything that matters has been committed or logged by now, so give it a moment
+    // and exit.
+    runtime.shutdown_timeout(BLOCKING_TASKS_AT_EXIT);
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -199,6 +206,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long the exit waits for blocking tasks still running after the command finished.
+const BLOCKING_TASKS_AT_EXIT: Duration = Duration::from_secs(1);
 
 fn init_logging(format: LogFormat, command: &Command) {
     // `process` writes its results on stdout and should be quiet on stderr unless asked.
