@@ -73,24 +73,6 @@ async fn run_instances(instances: usize) -> Vec<Alert> {
     alerts
 }
 
-async fn read_alerts(config: &PipelineConfig) -> Vec<Alert> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    use rdkafka::Message;
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", "alert-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&config.kafka.alerts_topic]).unwrap();
-    let mut alerts = Vec::new();
-    while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(6), consumer.recv()).await
-    {
-        alerts.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
-    }
-    alerts
-}
-
 /// Incident threads per district.
 fn incident_districts(alerts: &[Alert]) -> BTreeSet<String> {
     alerts

@@ -8,12 +8,11 @@ mod common;
 
 use citypulse::alert_feed::AlertFeed;
 use citypulse::config::PipelineConfig;
-use citypulse::detect::{Alert, AlertKind, AlertStatus};
+use citypulse::detect::{AlertKind, AlertStatus};
 use citypulse::pipeline::{self, PipelineError};
 use citypulse::stages::Outcome;
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -83,25 +82,6 @@ fn messages_on(config: &PipelineConfig, topic: &str) -> i64 {
                 .1
         })
         .sum()
-}
-
-async fn read_alerts(config: &PipelineConfig) -> Vec<Alert> {
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set(
-            "group.id",
-            format!("alert-reader-{}", rand::random::<u32>()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&config.kafka.alerts_topic]).unwrap();
-    let mut alerts = Vec::new();
-    while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(6), consumer.recv()).await
-    {
-        alerts.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
-    }
-    alerts
 }
 
 /// Event id → incident id of the events among `outputs`.
@@ -294,21 +274,17 @@ async fn a_restarted_instance_goes_on_with_the_same_incident() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_instance_in_the_group_stops_inline_detection_with_the_reason() {
-    let (_cluster, config) = inline_config(2);
-    let first = Instance::start(&config);
-    // The first instance owns every partition before the second joins.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let second = Instance::start(&config);
-    let outcome = |instance: Instance| async move {
-        tokio::time::timeout(Duration::from_secs(60), instance.task)
-            .await
-            .expect("an instance given only some partitions stops")
-            .unwrap()
-    };
-    let (a, b) = tokio::join!(outcome(first), outcome(second));
-    for result in [a, b] {
+/// With two instances in the group, one stops with the reason, and the other goes on owning
+/// every input partition — or, when `other_may_stop`, stops with the reason too. Under the
+/// eager protocol both usually get half and both stop, but the first may leave before the
+/// second's assignment is final, which then gives the second everything.
+async fn one_stops_and_a_survivor_owns_every_partition(
+    config: &PipelineConfig,
+    first: Instance,
+    second: Instance,
+    other_may_stop: bool,
+) {
+    let check_reason = |result: Result<(), PipelineError>| {
         let error = result.expect_err("stops with an error").to_string();
         assert!(
             error.contains("inline detection needs every input partition")
@@ -316,7 +292,52 @@ async fn a_second_instance_in_the_group_stops_inline_detection_with_the_reason()
                 && error.contains("pipeline.inline_detection = false"),
             "{error}"
         );
+    };
+    let waited = std::time::Instant::now();
+    while !first.task.is_finished() && !second.task.is_finished() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "neither instance stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let (stopped, other) = if first.task.is_finished() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    check_reason(stopped.task.await.unwrap());
+    let all: i64 = 4 * 2;
+    let waited = std::time::Instant::now();
+    loop {
+        if other_may_stop && other.task.is_finished() {
+            check_reason(other.task.await.unwrap());
+            eprintln!("both instances stopped");
+            return;
+        }
+        if other.stages.metrics.partitions_assigned.get() == all {
+            eprintln!("one instance stopped, the other owns every partition");
+            break;
+        }
+        assert!(
+            !other.task.is_finished() && waited.elapsed() < Duration::from_secs(60),
+            "the other instance did not go on to take every partition (has {})",
+            other.stages.metrics.partitions_assigned.get()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    other.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_in_the_group_stops_inline_detection_with_the_reason() {
+    let (_cluster, config) = inline_config(2);
+    let first = Instance::start(&config);
+    // The first instance owns every partition before the second joins.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!first.task.is_finished(), "one instance owns everything");
+    let second = Instance::start(&config);
+    one_stops_and_a_survivor_owns_every_partition(&config, first, second, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,38 +368,5 @@ async fn under_the_cooperative_protocol_one_instance_stops_and_the_other_owns_al
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!first.task.is_finished(), "one instance owns everything");
     let second = Instance::start(&config);
-    let waited = std::time::Instant::now();
-    while !first.task.is_finished() && !second.task.is_finished() {
-        assert!(
-            waited.elapsed() < Duration::from_secs(60),
-            "neither instance stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (stopped, survivor) = if first.task.is_finished() {
-        (first, second)
-    } else {
-        (second, first)
-    };
-    let error = stopped
-        .task
-        .await
-        .unwrap()
-        .expect_err("stops with an error")
-        .to_string();
-    assert!(
-        error.contains("inline detection needs every input partition"),
-        "{error}"
-    );
-    let all: i64 = 4 * 2;
-    let waited = std::time::Instant::now();
-    while survivor.stages.metrics.partitions_assigned.get() != all {
-        assert!(
-            !survivor.task.is_finished() && waited.elapsed() < Duration::from_secs(60),
-            "the other instance goes on and takes every partition (has {})",
-            survivor.stages.metrics.partitions_assigned.get()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    survivor.stop().await;
+    one_stops_and_a_survivor_owns_every_partition(&config, first, second, false).await;
 }

@@ -320,3 +320,27 @@ pub fn incident_stream() -> Vec<(DateTime<FixedOffset>, citypulse::event::Channe
     records.sort_by_key(|(at, _, _)| *at);
     records
 }
+
+/// Every alert on the alerts topic from its start, read by a new group until 6 s pass
+/// without one.
+pub async fn read_alerts(config: &PipelineConfig) -> Vec<citypulse::detect::Alert> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set(
+            "group.id",
+            format!("alert-reader-{}", rand::random::<u32>()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("alert reader");
+    consumer
+        .subscribe(&[&config.kafka.alerts_topic])
+        .expect("subscribe to the alerts topic");
+    let mut alerts = Vec::new();
+    while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(6), consumer.recv()).await
+    {
+        let payload = message.payload().expect("an alert has a payload");
+        alerts.push(serde_json::from_slice(payload).expect("an alert parses"));
+    }
+    alerts
+}
