@@ -162,6 +162,10 @@ impl InlineDetection {
             }
         }
         if ends.is_empty() {
+            tracing::info!(
+                secs,
+                "inline detection: nothing to rebuild, the output topics are empty"
+            );
             return Ok(rebuilt);
         }
         let starts = reader.offsets_for_times(by_time, QUERY_TIMEOUT)?;
@@ -197,6 +201,10 @@ impl InlineDetection {
             }
         }
         if ends.is_empty() {
+            tracing::info!(
+                secs,
+                "inline detection: nothing to rebuild, no output within the horizon"
+            );
             return Ok(rebuilt);
         }
         reader.assign(&assignment)?;

@@ -10,7 +10,7 @@ mod tansu;
 
 use citypulse::config::PipelineConfig;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tansu::*;
 
@@ -31,26 +31,6 @@ const INSTANCE_ID: &str = "citypulse-crash";
 /// The last run must have output every input within this. It starts behind by up to the whole
 /// backlog in both stages and rebuilds detection from the internal topic first.
 const FINAL_RUN_LIMIT_SECS: u64 = 600;
-
-/// Uncommitted work at a kill: inputs at or past the group's commit point that already have an
-/// output. Exactly these are processed again by the next run.
-fn uncommitted_window(outputs: &[Output], committed: &BTreeMap<(String, i32), i64>) -> usize {
-    let mut done: BTreeSet<&SourceKey> = BTreeSet::new();
-    for output in outputs {
-        if let Some(source) = &output.source {
-            done.insert(source);
-        }
-    }
-    done.iter()
-        .filter(|s| {
-            let point = committed
-                .get(&(s.topic.clone(), s.partition))
-                .copied()
-                .unwrap_or(0);
-            s.offset >= point
-        })
-        .count()
-}
 
 #[test]
 fn sigkill_at_random_moments_loses_no_input_and_repeats_only_uncommitted_work() {

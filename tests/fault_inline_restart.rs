@@ -2,7 +2,8 @@
 //! `citypulse run` binary routes the first reports of an incident and stops on SIGTERM; started
 //! again, it rebuilds detection state from the output topics (by broker time, which tansu can
 //! look up, unlike the embedded mock broker) and the reports after the restart join the same
-//! incident.
+//! incident. And SIGKILLs under load: every run rebuilds before it consumes, no input is lost,
+//! and every repeat is work that was output but not yet committed at a kill.
 //!
 //! Needs `tansu` (see tests/tansu/mod.rs).
 
@@ -10,6 +11,7 @@ mod common;
 mod tansu;
 
 use citypulse::config::PipelineConfig;
+use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tansu::*;
@@ -146,4 +148,142 @@ fn a_restart_rebuilds_from_the_output_topics_and_the_incident_goes_on() {
         );
     }
     eprintln!("inline restart on tansu: incidents {all:?}");
+}
+
+/// New inputs before each run, so that every kill lands in the middle of work.
+const CRASH_RECORDS_PER_RUN: usize = 8_000;
+const CRASH_KILLS: usize = 5;
+const CRASH_SEED: u64 = 20_261_128;
+
+#[test]
+fn sigkill_under_load_loses_nothing_and_every_run_rebuilds_first() {
+    let started = Instant::now();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let dir = test_dir();
+    let broker = Broker::start(dir.path());
+    let bootstrap = broker.bootstrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &[
+            ("pipeline", "inline_detection", toml::Value::Boolean(true)),
+            ("pipeline", "max_in_flight", int(2000)),
+            ("pipeline", "commit_interval_ms", int(200)),
+            // As in fault_crash.rs: one static member, whose session outlasts a restart and
+            // tansu's pauses for static members, takes its partitions back at once.
+            ("kafka", "session_timeout_ms", int(15_000)),
+            (
+                "kafka",
+                "instance_id",
+                toml::Value::String("citypulse-inline-crash".into()),
+            ),
+        ],
+    );
+    let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
+    runtime.block_on(create_topics(&bootstrap, &config));
+    let producer = producer(&bootstrap);
+    let topics = final_topics(&config);
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut reader = OutputReader::new(&bootstrap, &topic_refs, &config.kafka.dlq_topic);
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(CRASH_SEED);
+    let mut landed = Vec::new();
+    let mut windows = Vec::with_capacity(CRASH_KILLS);
+    let mut rebuilt = Vec::with_capacity(CRASH_KILLS);
+    for kill in 0..CRASH_KILLS {
+        landed.extend(runtime.block_on(produce(
+            &producer,
+            mixed_inputs(
+                &config,
+                CRASH_RECORDS_PER_RUN,
+                CRASH_SEED + kill as u64,
+                (kill * CRASH_RECORDS_PER_RUN) as u64,
+            ),
+        )));
+        let tag = format!("crash{kill}");
+        let mut app = App::start(dir.path(), &pipeline, &bootstrap, &tag);
+        // Ready means the rebuild is done and the partitions are owned.
+        app.wait_readyz(200, Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(rng.random_range(100..1000)));
+        assert!(
+            app.try_exit().is_none(),
+            "citypulse exited on its own before kill {kill}; stderr:\n{}",
+            app.stderr_tail()
+        );
+        app.kill();
+        let log = without_colours(
+            &std::fs::read_to_string(dir.path().join(format!("citypulse-{tag}.err")))
+                .unwrap_or_default(),
+        );
+        // Every run rebuilds before it consumes; the first finds nothing to read.
+        let events = log.lines().find_map(|line| {
+            if line.contains("inline detection: nothing to rebuild") {
+                Some(0)
+            } else if line.contains("inline detection: state rebuilt") {
+                line.split("events=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            } else {
+                None
+            }
+        });
+        let events =
+            events.unwrap_or_else(|| panic!("run {kill} logged no rebuild; stderr:\n{log}"));
+        rebuilt.push(events);
+        reader.catch_up(Duration::from_secs(120));
+        let input_partitions: BTreeSet<(String, i32)> = landed
+            .iter()
+            .map(|(s, _): &(SourceKey, Expect)| (s.topic.clone(), s.partition))
+            .collect();
+        let committed = committed(&bootstrap, &config.kafka.group_id, &input_partitions);
+        windows.push(uncommitted_window(&reader.outputs, &committed));
+    }
+    // Runs after the first re-read what the ones before them routed.
+    assert!(
+        rebuilt.iter().skip(1).all(|&n| n > 0),
+        "later runs rebuilt from the routed events: {rebuilt:?}"
+    );
+
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "crash-final");
+    let wanted: BTreeSet<&SourceKey> = landed.iter().map(|(s, _)| s).collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        reader.catch_up(Duration::from_secs(60));
+        let missing = reader.missing(&wanted);
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            app.try_exit().is_none() && Instant::now() < deadline,
+            "{missing} inputs without output after the last restart; stderr:\n{}",
+            app.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    app.signal(libc::SIGTERM);
+    let status = app.wait_exit(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the final run stops cleanly: {status:?}; stderr:\n{}",
+        app.stderr_tail()
+    );
+    reader.catch_up(Duration::from_secs(30));
+    let (distinct, duplicates) =
+        check_every_input(&landed, &reader.outputs, &config.kafka.dlq_topic);
+    let window_total: usize = windows.iter().sum();
+    assert!(
+        duplicates <= window_total,
+        "{duplicates} inputs output twice, more than the {window_total} output but uncommitted \
+         at the kills ({windows:?})"
+    );
+    eprintln!(
+        "inline crash: {} inputs, {CRASH_KILLS} SIGKILLs, {distinct} distinct inputs out, \
+         {duplicates} duplicates (uncommitted at the kills: {windows:?}), events rebuilt per \
+         run {rebuilt:?}, wall time {:.1?}",
+        landed.len(),
+        started.elapsed()
+    );
+    drop(broker);
 }

@@ -739,6 +739,26 @@ pub fn int(value: i64) -> toml::Value {
     toml::Value::Integer(value)
 }
 
+/// Uncommitted work at a kill: inputs at or past the group's commit point that already have an
+/// output. Exactly these are processed again by the next run.
+pub fn uncommitted_window(outputs: &[Output], committed: &BTreeMap<(String, i32), i64>) -> usize {
+    let mut done: BTreeSet<&SourceKey> = BTreeSet::new();
+    for output in outputs {
+        if let Some(source) = &output.source {
+            done.insert(source);
+        }
+    }
+    done.iter()
+        .filter(|s| {
+            let point = committed
+                .get(&(s.topic.clone(), s.partition))
+                .copied()
+                .unwrap_or(0);
+            s.offset >= point
+        })
+        .count()
+}
+
 /// Check that every input appears in the outputs as expected; returns (outputs per input
 /// count, duplicate outputs). Panics naming the first inputs missing or mismatched.
 pub fn check_every_input(
