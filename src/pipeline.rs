@@ -202,11 +202,15 @@ pub async fn run_with_feed(
             loop {
                 let (rebuilding, config, stages, stopping) =
                     (inline.clone(), config.clone(), stages.clone(), stop.clone());
-                let rebuilt = tokio::task::spawn_blocking(move || {
+                let rebuilding = tokio::task::spawn_blocking(move || {
                     rebuilding.rebuild(&config, &stages, &stopping)
-                })
-                .await
-                .map_err(|_| PipelineError::Rebuild(KafkaError::Canceled))?;
+                });
+                // A stop does not wait for a broker query of the rebuild to time out: the
+                // task is left to end on its own (bounded by its queries' timeout).
+                let rebuilt = tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    joined = rebuilding => joined.map_err(|_| PipelineError::Rebuild(KafkaError::Canceled))?,
+                };
                 match rebuilt {
                     Ok(_) => break,
                     Err(error) => {

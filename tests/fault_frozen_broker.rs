@@ -91,3 +91,52 @@ fn sigterm_with_a_frozen_broker_exits_within_the_close_bound() {
     );
     drop(broker);
 }
+
+/// The broker freezes before citypulse has joined its groups (inline detection's rebuild and
+/// stage 2's rebuild both query it first): a SIGTERM still ends the process at once, in both
+/// flows.
+#[test]
+fn sigterm_while_starting_against_a_frozen_broker_exits_at_once() {
+    for inline in [false, true] {
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let dir = test_dir();
+        let broker = Broker::start(dir.path());
+        let bootstrap = broker.bootstrap();
+        let pipeline = write_pipeline(
+            dir.path(),
+            &[
+                (
+                    "pipeline",
+                    "shutdown_timeout_secs",
+                    int(SHUTDOWN_TIMEOUT_SECS),
+                ),
+                ("pipeline", "inline_detection", toml::Value::Boolean(inline)),
+            ],
+        );
+        let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
+        runtime.block_on(create_topics(&bootstrap, &config));
+        let broker_pid = broker.pid().expect("broker runs");
+        send_signal(broker_pid, libc::SIGSTOP);
+        let mut app = App::start(dir.path(), &pipeline, &bootstrap, "frozen-start");
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(
+            app.try_exit().is_none(),
+            "citypulse gave up on a broker that does not answer yet; stderr:\n{}",
+            app.stderr_tail()
+        );
+        app.signal(libc::SIGTERM);
+        let signalled = Instant::now();
+        let status = app.wait_exit(EXIT_WITHIN + Duration::from_secs(60));
+        let took = signalled.elapsed();
+        send_signal(broker_pid, libc::SIGCONT);
+        // Nothing to drain or close yet: a stop does not wait for a broker query to time out.
+        let bound = Duration::from_secs(3);
+        assert!(
+            status.is_some_and(|s| s.success()) && took <= bound,
+            "inline {inline}: exit {status:?} after {took:?} (bound {bound:?}); stderr:\n{}",
+            app.stderr_tail()
+        );
+        eprintln!("frozen broker at start, inline {inline}: exit {status:?} in {took:.2?}");
+        drop(broker);
+    }
+}
