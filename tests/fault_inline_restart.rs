@@ -248,20 +248,12 @@ fn sigkill_under_load_loses_nothing_and_every_run_rebuilds_first() {
 
     let mut app = App::start(dir.path(), &pipeline, &bootstrap, "crash-final");
     let wanted: BTreeSet<&SourceKey> = landed.iter().map(|(s, _)| s).collect();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        reader.catch_up(Duration::from_secs(60));
-        let missing = reader.missing(&wanted);
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            app.try_exit().is_none() && Instant::now() < deadline,
-            "{missing} inputs without output after the last restart; stderr:\n{}",
-            app.stderr_tail()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    reader.wait_covered(
+        &wanted,
+        &mut app,
+        Duration::from_secs(300),
+        "after the last restart",
+    );
     app.signal(libc::SIGTERM);
     let status = app.wait_exit(Duration::from_secs(60));
     assert!(

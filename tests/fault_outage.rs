@@ -114,20 +114,12 @@ fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     let mut reader = OutputReader::new(&bootstrap, &topic_refs, &config.kafka.dlq_topic);
     let wanted: BTreeSet<&SourceKey> = landed.iter().map(|(s, _)| s).collect();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        reader.catch_up(Duration::from_secs(60));
-        let missing = reader.missing(&wanted);
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            app.try_exit().is_none() && Instant::now() < deadline,
-            "{missing} inputs without output after the outage; stderr:\n{}",
-            app.stderr_tail()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    reader.wait_covered(
+        &wanted,
+        &mut app,
+        Duration::from_secs(180),
+        "after the outage",
+    );
     let caught_up_after = restarted.elapsed();
     app.signal(libc::SIGTERM);
     let status = app.wait_exit(Duration::from_secs(40));

@@ -21,24 +21,6 @@ const SHUTDOWN_TIMEOUT_SECS: i64 = 20;
 /// and process teardown.
 const SLACK: Duration = Duration::from_secs(12);
 
-/// Wait until the outputs cover every input in `wanted`.
-fn wait_covered(reader: &mut OutputReader, wanted: &BTreeSet<&SourceKey>, app: &mut App) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        reader.catch_up(Duration::from_secs(60));
-        let missing = reader.missing(wanted);
-        if missing == 0 {
-            return;
-        }
-        assert!(
-            app.try_exit().is_none() && Instant::now() < deadline,
-            "{missing} inputs without output; stderr:\n{}",
-            app.stderr_tail()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     let started = Instant::now();
@@ -177,7 +159,12 @@ fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     // 2. A restart finishes the backlog without repeating anything.
     let mut app = App::start(dir.path(), &pipeline, &bootstrap, "second");
     let wanted: BTreeSet<&SourceKey> = landed.iter().map(|(s, _)| s).collect();
-    wait_covered(&mut reader, &wanted, &mut app);
+    reader.wait_covered(
+        &wanted,
+        &mut app,
+        Duration::from_secs(180),
+        "after the restart",
+    );
     app.signal(libc::SIGTERM);
     let signalled = Instant::now();
     let status = app.wait_exit(Duration::from_secs(60));
@@ -252,7 +239,12 @@ fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     // does not wait for the group to expire the one that exited without leaving.
     let mut app = App::start(dir.path(), &pipeline, &bootstrap, "fifth");
     let wanted: BTreeSet<&SourceKey> = landed.iter().map(|(s, _)| s).collect();
-    wait_covered(&mut reader, &wanted, &mut app);
+    reader.wait_covered(
+        &wanted,
+        &mut app,
+        Duration::from_secs(180),
+        "after the restart",
+    );
     app.signal(libc::SIGTERM);
     assert!(app
         .wait_exit(Duration::from_secs(60))

@@ -501,6 +501,32 @@ impl OutputReader {
         wanted.difference(&covered).count()
     }
 
+    /// Read until the outputs cover every input in `wanted`, for at most `limit`; panics
+    /// naming `after` (what happened before) and the app's log when `app` exits first or the
+    /// limit passes.
+    pub fn wait_covered(
+        &mut self,
+        wanted: &BTreeSet<&SourceKey>,
+        app: &mut App,
+        limit: Duration,
+        after: &str,
+    ) {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.catch_up(Duration::from_secs(60));
+            let missing = self.missing(wanted);
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                app.try_exit().is_none() && Instant::now() < deadline,
+                "{missing} inputs without output {after}; stderr:\n{}",
+                app.stderr_tail()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Read until every partition reaches the high watermark it has now.
     pub fn catch_up(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
