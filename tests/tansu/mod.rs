@@ -263,6 +263,21 @@ pub fn write_pipeline(dir: &Path, overrides: &[(&str, &str, toml::Value)]) -> Pa
             .unwrap_or_else(|| panic!("[{section}] is a table"))
             .insert(key.to_string(), value.clone());
     }
+    // librdkafka's debug contexts (e.g. `cgrp,consumer`) in citypulse's clients, for reading
+    // a failure's group protocol in the kept test directory's logs.
+    if let Ok(debug) = std::env::var("CITYPULSE_TEST_RDKAFKA_DEBUG") {
+        let kafka = table
+            .entry("kafka".to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("[kafka] is a table");
+        kafka
+            .entry("client".to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("[kafka.client] is a table")
+            .insert("debug".to_string(), toml::Value::String(debug));
+    }
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, toml::to_string(&table).expect("table serialises"))
         .expect("pipeline file written");
@@ -650,7 +665,15 @@ impl App {
             .args(["--brokers", bootstrap, "--listen", &listen.to_string()])
             .env("CITYPULSE_AUTHOR_KEY", AUTHOR_KEY)
             .env("CITYPULSE_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                // librdkafka's debug lines come through the `log` crate at debug level.
+                if std::env::var_os("CITYPULSE_TEST_RDKAFKA_DEBUG").is_some() {
+                    "info,librdkafka=debug,rdkafka=debug"
+                } else {
+                    "info"
+                },
+            )
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("stdout log"))
             .stderr(File::create(&stderr).expect("stderr log"))
