@@ -1,8 +1,8 @@
 //! SIGTERM while the broker has stopped answering: the process still exits in bounded time.
 //!
 //! A broker that holds its connections open but answers nothing (frozen with SIGSTOP here; in
-//! production a hung JVM or a network partition) makes librdkafka's consumer close wait on the
-//! group leave, possibly for ever (rust-rdkafka issue 509). citypulse bounds that close at
+//! production a hung JVM or a network partition) makes librdkafka's consumer close wait on it,
+//! possibly for ever (rust-rdkafka issue 509). citypulse bounds that close at
 //! 10 s per stage, and the process must then exit instead of waiting on the abandoned close.
 //!
 //! Needs `tansu` (see tests/tansu/mod.rs).
