@@ -246,6 +246,7 @@ pub async fn run_with_feed(
                 metrics: metrics.clone(),
                 sole_owner: sole_owner.clone(),
                 owned: Mutex::new(rdkafka::TopicPartitionList::new()),
+                cooperative: crate::kafka::cooperative_protocol(&client),
             })
             .map_err(PipelineError::Client)?,
     );

@@ -18,10 +18,11 @@ const BACKLOG: usize = 30_000;
 /// and that the next run rejoins within the session of the last one (Kafka's default, 45 s).
 /// tansu 0.6 expires a static member whose old incarnation's last heartbeat is older than the
 /// session even right after the new one synced, and then never assigns the group again. With
-/// 20 s that happened in about one run in five: librdkafka's consumer close sometimes hangs
-/// against tansu (a "Broken pipe" in its log), citypulse abandons it after 10 s, and the
+/// 20 s that happened in about one run in five while a consumer close could hang (a rebalance
+/// callback asking librdkafka's terminated group a question, since fixed; see
+/// `PipelineContext::post_rebalance`): citypulse abandoned the close after 10 s, and the
 /// restart, with its checks before it and tansu's 2 × 3 s static-member pauses, came 24 s after
-/// the old member's last heartbeat.
+/// the old member's last heartbeat. Any slow stop would do the same.
 const SESSION_TIMEOUT_MS: i64 = 45_000;
 const SHUTDOWN_TIMEOUT_SECS: i64 = 20;
 /// Beyond the drain: the final commit and leaving the group (bounded at 10 s in pipeline.rs),

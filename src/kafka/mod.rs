@@ -12,9 +12,7 @@ use crate::config::KafkaConfig;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use offsets::{OffsetTracker, PartitionKey};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::sync::{Arc, Mutex};
@@ -29,9 +27,25 @@ pub struct PipelineContext {
     /// Set when this instance must own every input partition (inline detection).
     pub sole_owner: Option<Arc<SoleOwner>>,
     /// The partitions this instance owns, kept from the rebalances themselves: asking
-    /// librdkafka (`assignment()`) from inside a rebalance callback can block while the
-    /// consumer closes.
+    /// librdkafka (`assignment()`, `rebalance_protocol()`) from inside a rebalance callback
+    /// can block for ever while the consumer closes (see `post_rebalance`).
     pub owned: Mutex<TopicPartitionList>,
+    /// Whether the group uses the cooperative protocol: [`cooperative_protocol`] of the
+    /// consumer's configuration.
+    pub cooperative: bool,
+}
+
+/// Whether a consumer with this configuration rebalances cooperatively (incrementally).
+/// librdkafka does so exactly when its `partition.assignment.strategy` names only
+/// `cooperative-sticky`; it refuses to mix cooperative and eager assignors.
+pub fn cooperative_protocol(client: &ClientConfig) -> bool {
+    client
+        .get("partition.assignment.strategy")
+        .is_some_and(|strategy| {
+            strategy
+                .split(',')
+                .all(|assignor| assignor.trim() == "cooperative-sticky")
+        })
 }
 
 /// Inline detection's condition: one instance owns every partition of the input topics, so it
@@ -176,6 +190,12 @@ impl ConsumerContext for PipelineContext {
     /// Counts what this instance owns now. Read from the whole assignment: under the
     /// cooperative protocol (`partition.assignment.strategy = cooperative-sticky`) a rebalance
     /// adds or takes away only some partitions.
+    ///
+    /// Nothing here may ask librdkafka's group thread a question. On close, the revoke's
+    /// unassign (just before this callback) lets the group terminate, and a request to it
+    /// then is never answered: `rebalance_protocol()` here hung the close of one consumer in
+    /// about a third of the shutdowns against tansu (a thread dump showed it waiting in
+    /// `rd_kafka_op_req`), which then needed the 10 s bound of `final_commit`.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Error(error) = rebalance {
             tracing::error!(%error, "rebalance failed");
@@ -186,10 +206,7 @@ impl ConsumerContext for PipelineContext {
                 .owned
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let cooperative = matches!(
-                consumer.rebalance_protocol(),
-                RebalanceProtocol::Cooperative
-            );
+            let cooperative = self.cooperative;
             let mut now = TopicPartitionList::new();
             let keep = |e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>,
                         changed: &TopicPartitionList| {
@@ -355,4 +372,28 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
 
 pub fn create_producer(kafka: &KafkaConfig) -> KafkaResult<producer::Producer> {
     producer_config(kafka).create()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_protocol_is_cooperative_only_when_every_assignor_is_cooperative_sticky() {
+        let with = |strategy: Option<&str>| {
+            let mut client = ClientConfig::new();
+            if let Some(strategy) = strategy {
+                client.set("partition.assignment.strategy", strategy);
+            }
+            cooperative_protocol(&client)
+        };
+        assert!(with(Some("cooperative-sticky")));
+        assert!(with(Some(" cooperative-sticky ")));
+        // librdkafka's default is range,roundrobin: eager.
+        assert!(!with(None));
+        assert!(!with(Some("range,roundrobin")));
+        assert!(!with(Some("roundrobin")));
+        // librdkafka refuses such a mix when the consumer is created.
+        assert!(!with(Some("range,cooperative-sticky")));
+    }
 }
