@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use offsets::{OffsetTracker, PartitionKey};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -160,6 +161,37 @@ impl ClientContext for PipelineContext {
 }
 
 impl ConsumerContext for PipelineContext {
+    /// rdkafka's own `rebalance`, but with the protocol known from the configuration: the
+    /// default asks librdkafka for it before (un)assigning, a request to the group thread
+    /// that a closing consumer's terminated group never answers — seen hanging a close under
+    /// `cooperative-sticky` (thread dump: `ConsumerContext::rebalance` → `rebalance_protocol`
+    /// → `rd_kafka_op_req`).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let partitions: &TopicPartitionList = partitions;
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(partitions),
+            _ => Rebalance::Error(KafkaError::Rebalance(err.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        let applied = match (assign, self.cooperative) {
+            (true, true) => consumer.incremental_assign(partitions),
+            (true, false) => consumer.assign(partitions),
+            (false, true) => consumer.incremental_unassign(partitions),
+            (false, false) => consumer.unassign(),
+        };
+        if let Err(error) = applied {
+            tracing::warn!(%error, assign, "applying a rebalance failed");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     /// Before partitions leave this instance, commit what is finished on them, so the next
     /// owner re-reads only records whose outputs were not all acknowledged.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -193,8 +225,8 @@ impl ConsumerContext for PipelineContext {
     ///
     /// Nothing here may ask librdkafka's group thread a question. On close, the revoke's
     /// unassign (just before this callback) lets the group terminate, and a request to it
-    /// then is never answered: `rebalance_protocol()` here hung the close of one consumer in
-    /// about a third of the shutdowns against tansu (a thread dump showed it waiting in
+    /// then is never answered: `rebalance_protocol()` here hung a consumer's close in 5 of 10
+    /// `fault_shutdown` runs against tansu (a thread dump showed it waiting in
     /// `rd_kafka_op_req`), which then needed the 10 s bound of `final_commit`.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Error(error) = rebalance {
