@@ -99,13 +99,7 @@ fn a_restart_rebuilds_from_the_output_topics_and_the_incident_goes_on() {
     first.wait_readyz(200, Duration::from_secs(60));
     let ids: Vec<&str> = before.iter().map(|(_, _, id)| id.as_str()).collect();
     let early = incidents(&mut reader, &ids, &mut first);
-    first.signal(libc::SIGTERM);
-    let status = first.wait_exit(Duration::from_secs(60));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the first run stops cleanly: {status:?}; stderr:\n{}",
-        first.stderr_tail()
-    );
+    first.stop_cleanly(Duration::from_secs(60), "the first run");
     let opened: BTreeSet<String> = early.values().flatten().cloned().collect();
     assert_eq!(
         opened.len(),
@@ -254,13 +248,7 @@ fn sigkill_under_load_loses_nothing_and_every_run_rebuilds_first() {
         Duration::from_secs(300),
         "after the last restart",
     );
-    app.signal(libc::SIGTERM);
-    let status = app.wait_exit(Duration::from_secs(60));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the final run stops cleanly: {status:?}; stderr:\n{}",
-        app.stderr_tail()
-    );
+    app.stop_cleanly(Duration::from_secs(60), "the final run");
     reader.catch_up(Duration::from_secs(30));
     let (distinct, duplicates) =
         check_every_input(&landed, &reader.outputs, &config.kafka.dlq_topic);

@@ -121,13 +121,7 @@ fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
         "after the outage",
     );
     let caught_up_after = restarted.elapsed();
-    app.signal(libc::SIGTERM);
-    let status = app.wait_exit(Duration::from_secs(40));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "clean exit after the outage, got {status:?}; stderr:\n{}",
-        app.stderr_tail()
-    );
+    app.stop_cleanly(Duration::from_secs(40), "the run after the outage");
     reader.catch_up(Duration::from_secs(30));
     let (distinct, duplicates) =
         check_every_input(&landed, &reader.outputs, &config.kafka.dlq_topic);

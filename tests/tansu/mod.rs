@@ -743,6 +743,17 @@ impl App {
         send_signal(self.pid(), signal);
     }
 
+    /// SIGTERM, and assert an exit 0 within `timeout`; `what` names the run in the failure.
+    pub fn stop_cleanly(&mut self, timeout: Duration, what: &str) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(timeout);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{what} stops cleanly on SIGTERM, got {status:?}; stderr:\n{}",
+            self.stderr_tail()
+        );
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
