@@ -1,7 +1,9 @@
 //! Broker outage against a real broker (issue 6, item 2): while sources keep producing, the
 //! broker process is killed mid-stream and started again on the same port and SQLite storage.
 //! citypulse must say it is not ready while the broker is gone, hold its memory, become ready
-//! again, and in the end have every input in its outputs.
+//! again, and in the end have every input in its outputs. Both flows go through it: the
+//! default two stages, and inline detection, whose workers also publish alerts under the
+//! detector's lock while the producer cannot deliver.
 //!
 //! Needs `tansu` (see tests/tansu/mod.rs). Prints its figures for the README.
 
@@ -24,16 +26,30 @@ const RSS_LIMIT_KIB: u64 = 768 * 1024;
 
 #[test]
 fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
+    outage("outage", &[]);
+}
+
+#[test]
+fn broker_outage_with_inline_detection_turns_readiness_off_holds_memory_and_loses_nothing() {
+    outage(
+        "outage-inline",
+        &[("pipeline", "inline_detection", toml::Value::Boolean(true))],
+    );
+}
+
+/// The whole scenario for one pipeline file (`overrides` of `pipelines/city.toml`); `flow`
+/// names the run in its messages and files.
+fn outage(flow: &str, overrides: &[(&str, &str, toml::Value)]) {
     let started = Instant::now();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let dir = test_dir();
     let mut broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
-    let pipeline = write_pipeline(dir.path(), &[]);
+    let pipeline = write_pipeline(dir.path(), overrides);
     let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
     runtime.block_on(create_topics(&bootstrap, &config));
 
-    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "outage");
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, flow);
     let ready_at_start = app.wait_readyz(200, Duration::from_secs(60));
     let pid = app.pid();
 
@@ -70,7 +86,7 @@ fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
     while stopped.elapsed() < OUTAGE {
         if let Some(status) = app.try_exit() {
             panic!(
-                "citypulse exited ({status}) during the broker outage; stderr:\n{}",
+                "{flow}: citypulse exited ({status}) during the broker outage; stderr:\n{}",
                 app.stderr_tail()
             );
         }
@@ -85,14 +101,15 @@ fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
     }
     let not_ready_after = not_ready_after.unwrap_or_else(|| {
         panic!(
-            "/readyz never said 503 during a {OUTAGE:?} broker outage (last: {:?}); stderr:\n{}",
+            "{flow}: /readyz never said 503 during a {OUTAGE:?} broker outage (last: {:?}); \
+             stderr:\n{}",
             app.get("/readyz"),
             app.stderr_tail()
         )
     });
     assert!(
         not_ready_after <= NOT_READY_WITHIN,
-        "/readyz took {not_ready_after:?} to say 503"
+        "{flow}: /readyz took {not_ready_after:?} to say 503"
     );
     let (_, reasons) = app
         .get("/readyz")
@@ -104,7 +121,7 @@ fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
     broker.restart();
     let restarted = Instant::now();
     let ready_after = app.wait_readyz(200, Duration::from_secs(90));
-    assert_eq!(app.pid(), pid, "same process throughout");
+    assert_eq!(app.pid(), pid, "{flow}: same process throughout");
 
     let landed = runtime
         .block_on(async { tokio::time::timeout(Duration::from_secs(120), traffic).await })
@@ -118,15 +135,18 @@ fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
         &wanted,
         &mut app,
         Duration::from_secs(180),
-        "after the outage",
+        &format!("{flow}: after the outage"),
     );
     let caught_up_after = restarted.elapsed();
-    app.stop_cleanly(Duration::from_secs(40), "the run after the outage");
+    app.stop_cleanly(
+        Duration::from_secs(40),
+        &format!("{flow}: the run after the outage"),
+    );
     reader.catch_up(Duration::from_secs(30));
     let (distinct, duplicates) =
         check_every_input(&landed, &reader.outputs, &config.kafka.dlq_topic);
     eprintln!(
-        "outage: inputs {} at {RATE}/s, outputs {}, distinct {distinct}, duplicates \
+        "{flow}: inputs {} at {RATE}/s, outputs {}, distinct {distinct}, duplicates \
          {duplicates}; broker down {OUTAGE:?}: /readyz 503 after {not_ready_after:.1?} \
          ({reasons}), 200 again {ready_after:.1?} after the restart, all caught up after \
          {caught_up_after:.1?}; RSS before {} MiB, max during outage {} MiB (first half {} \
@@ -141,18 +161,18 @@ fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
     );
     assert!(
         reasons.contains("broker"),
-        "/readyz names the broker as the reason: {reasons}"
+        "{flow}: /readyz names the broker as the reason: {reasons}"
     );
     assert!(
         rss_max <= RSS_LIMIT_KIB,
-        "RSS reached {} MiB during the outage (limit {} MiB)",
+        "{flow}: RSS reached {} MiB during the outage (limit {} MiB)",
         rss_max / 1024,
         RSS_LIMIT_KIB / 1024
     );
     // Bounded, not merely below a limit: no growth worth speaking of in the outage's second half.
     assert!(
         second_half_max <= first_half_max + 32 * 1024,
-        "RSS still growing while the broker was away: {} MiB then {} MiB",
+        "{flow}: RSS still growing while the broker was away: {} MiB then {} MiB",
         first_half_max / 1024,
         second_half_max / 1024
     );
