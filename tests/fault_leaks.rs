@@ -1,7 +1,9 @@
 //! No leaks, end to end against a real broker (issue 6, item 7): phone numbers (mobile and
 //! landline) and resident-ID numbers are seeded into every channel's text, author and contact
 //! fields; after the pipeline ran, none of them appears on any output topic (events and alerts
-//! included), in the process's logs, or in its HTTP answers.
+//! included), in the process's logs, or in its HTTP answers. Both flows go through it: the
+//! default two stages (alerts from stage 2) and inline detection (alerts from stage 1's
+//! workers, no internal topic).
 //!
 //! Needs `tansu` (see tests/tansu/mod.rs). Prints its figures for the README.
 
@@ -167,16 +169,36 @@ fn leaks_in(where_: &str, text: &str, needles: &[String], found: &mut Vec<String
 
 #[test]
 fn seeded_phone_and_id_numbers_appear_in_no_output_log_or_http_answer() {
+    leaks("leaks", &[]);
+}
+
+/// Detection alerts from a cold start here: 200 reports are too few to warm a district
+/// (`detect.warmup_events`), and the alerts are part of what must not leak.
+const NO_WARMUP: (&str, &str, i64) = ("detect", "warmup_events", 0);
+
+#[test]
+fn with_inline_detection_seeded_numbers_appear_in_no_output_log_or_http_answer() {
+    leaks(
+        "leaks-inline",
+        &[("pipeline", "inline_detection", toml::Value::Boolean(true))],
+    );
+}
+
+/// The whole scenario for one pipeline file (`overrides` of `pipelines/city.toml`); `flow`
+/// names the run in its messages and files.
+fn leaks(flow: &str, overrides: &[(&str, &str, toml::Value)]) {
     let started = Instant::now();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let dir = test_dir();
     let broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
-    let pipeline = write_pipeline(dir.path(), &[]);
+    let mut overrides = overrides.to_vec();
+    overrides.push((NO_WARMUP.0, NO_WARMUP.1, int(NO_WARMUP.2)));
+    let pipeline = write_pipeline(dir.path(), &overrides);
     let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
     runtime.block_on(create_topics(&bootstrap, &config));
     let (inputs, needles) = seeded_inputs(&config, 200);
-    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "leaks");
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, flow);
     app.wait_readyz(200, Duration::from_secs(60));
     let landed = runtime.block_on(produce(&producer(&bootstrap), inputs));
 
@@ -207,7 +229,7 @@ fn seeded_phone_and_id_numbers_appear_in_no_output_log_or_http_answer() {
         }
         assert!(
             app.try_exit().is_none() && Instant::now() < deadline,
-            "{missing} seeded inputs without output; stderr:\n{}",
+            "{flow}: {missing} seeded inputs without output; stderr:\n{}",
             app.stderr_tail()
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -223,12 +245,25 @@ fn seeded_phone_and_id_numbers_appear_in_no_output_log_or_http_answer() {
         assert_eq!(status, 200, "{path} with the token");
         http_bytes += body.len();
         leaks_in(path, &body, &needles, &mut found);
+        if path == "/api/alerts" {
+            let board: serde_json::Value =
+                serde_json::from_str(&body).expect("/api/alerts answers JSON");
+            let threads = ["active", "recent"]
+                .iter()
+                .filter_map(|k| board[k].as_array())
+                .map(Vec::len)
+                .sum::<usize>();
+            assert!(
+                threads > 0,
+                "{flow}: the alert board held nothing to scan: {body}"
+            );
+        }
     }
     app.signal(libc::SIGTERM);
     let status = app.wait_exit(Duration::from_secs(40));
     assert!(
         status.is_some_and(|s| s.success()),
-        "clean exit: {status:?}"
+        "{flow}: clean exit: {status:?}"
     );
 
     let outputs = reader
@@ -259,7 +294,7 @@ fn seeded_phone_and_id_numbers_appear_in_no_output_log_or_http_answer() {
     }
     found.dedup();
     eprintln!(
-        "leaks: {} seeded reports with {} distinct personal numbers (mobile, spaced mobile, \
+        "{flow}: {} seeded reports with {} distinct personal numbers (mobile, spaced mobile, \
          landline, resident ID; each also as bare digits); scanned {:?} messages, {log_bytes} \
          bytes of logs, {http_bytes} bytes of HTTP answers: {} found; wall time {:.1?}",
         landed.len(),
@@ -271,11 +306,19 @@ fn seeded_phone_and_id_numbers_appear_in_no_output_log_or_http_answer() {
     assert_eq!(
         per_topic.get(kafka.dlq_topic.as_str()),
         None,
-        "no seeded report was dead-lettered (the DLQ keeps original bytes by design)"
+        "{flow}: no seeded report was dead-lettered (the DLQ keeps original bytes by design)"
+    );
+    // Otherwise the alerts were not scanned at all: the seeded 12345 reports repeat one
+    // problem in one district so that detection raises some.
+    assert!(
+        per_topic
+            .get(kafka.alerts_topic.as_str())
+            .is_some_and(|&n| n > 0),
+        "{flow}: the seeded reports raised no alert to scan: {per_topic:?}"
     );
     assert!(
         found.is_empty(),
-        "personal numbers leaked: {:?}",
+        "{flow}: personal numbers leaked: {:?}",
         &found[..found.len().min(20)]
     );
     drop(broker);
