@@ -2,7 +2,9 @@
 //! malformed JSON and XML, invalid UTF-8, a record over 512 KiB, records that parse but lack
 //! what a report needs, and a record that decodes but whose output Kafka refuses — go to the
 //! dead-letter topic with their reason, and the same process goes on routing the good records
-//! behind them, never restarting.
+//! behind them, never restarting. Both flows go through it: the default two stages, and
+//! inline detection, where stage 1's workers also run the detector (under its lock) and send
+//! every output straight to its final topic.
 //!
 //! Needs `tansu` (see tests/tansu/mod.rs). Prints its figures for the README.
 
@@ -26,11 +28,18 @@ struct Pill {
     reason: &'static str,
 }
 
+/// A Weibo post that decodes and is processed, but whose internal event (text plus its
+/// tokens) is over the producer's 1 MB message limit, and its event id.
+fn oversized_internal_event() -> (Vec<u8>, String) {
+    let long_text: String = "小区门口马路坑洼积水严重，".repeat(13_000);
+    (
+        weibo_post(9_100_000_009, &long_text),
+        "weibo:9100000009".to_string(),
+    )
+}
+
 fn pills() -> Vec<Pill> {
     let big_text = "路".repeat(200 * 1024);
-    // Decodes and is processed, but the internal event (text plus its tokens) is over the
-    // producer's 1 MB message limit: the produce step fails for this one record.
-    let long_text: String = "小区门口马路坑洼积水严重，".repeat(13_000);
     vec![
         Pill {
             name: "malformed JSON",
@@ -85,7 +94,7 @@ fn pills() -> Vec<Pill> {
         Pill {
             name: "decodes, but its output is too large for Kafka",
             channel: Channel::Weibo,
-            payload: weibo_post(9_100_000_009, &long_text),
+            payload: oversized_internal_event().0,
             reason: "output_rejected",
         },
     ]
@@ -112,23 +121,49 @@ fn good(channel: Channel, n: u64) -> (Vec<u8>, String) {
 
 #[test]
 fn poison_pills_are_dead_lettered_with_their_reason_and_the_same_process_goes_on() {
+    poison("poison", false);
+}
+
+#[test]
+fn with_inline_detection_poison_pills_are_dead_lettered_and_the_same_process_goes_on() {
+    poison("poison-inline", true);
+}
+
+/// The whole scenario, in the two-stage flow or with `inline` detection; `flow` names the run
+/// in its messages and files.
+fn poison(flow: &str, inline: bool) {
     let started = Instant::now();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let dir = test_dir();
     let broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
-    let pipeline = write_pipeline(dir.path(), &[]);
+    let pipeline = write_pipeline(
+        dir.path(),
+        &[("pipeline", "inline_detection", toml::Value::Boolean(inline))],
+    );
     let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
     runtime.block_on(create_topics(&bootstrap, &config));
-    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "poison");
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, flow);
     app.wait_readyz(200, Duration::from_secs(60));
     let pid = app.pid();
 
     // Each pill between two good records of its channel, all on partition 0 so the good one
     // behind it is read after it; then the first pill again and again.
-    let pills = pills();
     let topic = |c: Channel| config.kafka.input_topics[c.as_str()].clone();
     let mut inputs = Vec::new();
+    let mut pills = pills();
+    if inline {
+        // Inline detection writes no internal event: the routed one, without the tokens, is
+        // under the limit, so this record is an ordinary report there.
+        pills.retain(|p| p.reason != "output_rejected");
+        let (payload, id) = oversized_internal_event();
+        inputs.push(Input {
+            topic: topic(Channel::Weibo),
+            partition: Some(0),
+            payload,
+            expect: Expect::Event(id),
+        });
+    }
     let mut n = 0;
     let mut good_input = |channel: Channel, inputs: &mut Vec<Input>| {
         n += 1;
@@ -181,20 +216,27 @@ fn poison_pills_are_dead_lettered_with_their_reason_and_the_same_process_goes_on
         }
         if let Some(status) = app.try_exit() {
             panic!(
-                "citypulse exited ({status}) on the pills; stderr:\n{}",
+                "{flow}: citypulse exited ({status}) on the pills; stderr:\n{}",
                 app.stderr_tail()
             );
         }
         assert!(
             Instant::now() < deadline,
-            "no output for {missing:?}; stderr:\n{}",
+            "{flow}: no output for {missing:?}; stderr:\n{}",
             app.stderr_tail()
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert!(app.try_exit().is_none(), "still running after the pills");
-    assert_eq!(app.pid(), pid, "the same process throughout");
-    assert_eq!(app.readyz(), Some(200), "still ready after the pills");
+    assert!(
+        app.try_exit().is_none(),
+        "{flow}: still running after the pills"
+    );
+    assert_eq!(app.pid(), pid, "{flow}: the same process throughout");
+    assert_eq!(
+        app.readyz(),
+        Some(200),
+        "{flow}: still ready after the pills"
+    );
 
     // The record whose output Kafka refused may also have reached its event topic before the
     // internal topic refused it; only its dead letter is checked here.
@@ -213,7 +255,7 @@ fn poison_pills_are_dead_lettered_with_their_reason_and_the_same_process_goes_on
         .cloned()
         .collect();
     let (_, duplicates) = check_every_input(&landed, &outputs, &config.kafka.dlq_topic);
-    assert_eq!(duplicates, 0, "no restart, so nothing is repeated");
+    assert_eq!(duplicates, 0, "{flow}: no restart, so nothing is repeated");
 
     let by_source: BTreeMap<&SourceKey, &Output> = reader
         .outputs
@@ -232,7 +274,7 @@ fn poison_pills_are_dead_lettered_with_their_reason_and_the_same_process_goes_on
             .unwrap_or_default();
         assert!(
             !error.is_empty(),
-            "{}: the dead letter says what went wrong",
+            "{flow}, {}: the dead letter says what went wrong",
             pill.name
         );
         assert_eq!(
@@ -243,7 +285,7 @@ fn poison_pills_are_dead_lettered_with_their_reason_and_the_same_process_goes_on
             assert_eq!(
                 dead.payload.len(),
                 citypulse::channels::MAX_RECORD_BYTES,
-                "{}: cut to the limit",
+                "{flow}, {}: cut to the limit",
                 pill.name
             );
             assert_eq!(
@@ -253,12 +295,12 @@ fn poison_pills_are_dead_lettered_with_their_reason_and_the_same_process_goes_on
         } else {
             assert_eq!(
                 dead.payload, pill.payload,
-                "{}: the original bytes",
+                "{flow}, {}: the original bytes",
                 pill.name
             );
         }
         eprintln!(
-            "pill {:<48} {:>7} bytes -> DLQ {:<16} {error}",
+            "{flow}: pill {:<48} {:>7} bytes -> DLQ {:<16} {error}",
             pill.name,
             pill.payload.len(),
             pill.reason
@@ -273,16 +315,16 @@ fn poison_pills_are_dead_lettered_with_their_reason_and_the_same_process_goes_on
     let expected_dead = pills.len() + REPEATS;
     assert_eq!(
         dead_lettered as usize, expected_dead,
-        "citypulse_dead_letters_total counts every pill"
+        "{flow}: citypulse_dead_letters_total counts every pill"
     );
     app.signal(libc::SIGTERM);
     let status = app.wait_exit(Duration::from_secs(40));
     assert!(
         status.is_some_and(|s| s.success()),
-        "clean exit: {status:?}"
+        "{flow}: clean exit: {status:?}"
     );
     eprintln!(
-        "poison: {} pill kinds + {REPEATS} repeats dead-lettered with their reason, {} good records \
+        "{flow}: {} pill kinds + {REPEATS} repeats dead-lettered with their reason, {} good records \
          routed around them, one process (pid {pid}) throughout, wall time {:.1?}",
         pills.len(),
         landed.len() - expected_dead,
