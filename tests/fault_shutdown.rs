@@ -41,6 +41,35 @@ fn assert_closed_promptly(app: &App) {
     );
 }
 
+/// Committed exactly what was finished: every output of `outputs` (those of the stage that
+/// reads the input topics) lies below its input's commit point, and every input below a commit
+/// point has one.
+fn assert_commits_cover_exactly(outputs: &[Output], committed: &BTreeMap<(String, i32), i64>) {
+    let mut output_sources: BTreeMap<(String, i32), BTreeSet<i64>> = BTreeMap::new();
+    for output in outputs {
+        let source = output.source.as_ref().expect("outputs name their input");
+        output_sources
+            .entry((source.topic.clone(), source.partition))
+            .or_default()
+            .insert(source.offset);
+    }
+    for (partition, offsets) in &output_sources {
+        let point = committed.get(partition).copied().unwrap_or_else(|| {
+            panic!("{partition:?} has outputs but no committed offset after a clean stop")
+        });
+        let beyond = offsets.iter().filter(|&&o| o >= point).count();
+        let below_without_output = (0..point).filter(|o| !offsets.contains(o)).count();
+        assert_eq!(
+            beyond, 0,
+            "{partition:?}: {beyond} outputs past the commit point {point}"
+        );
+        assert_eq!(
+            below_without_output, 0,
+            "{partition:?}: {below_without_output} inputs below the commit point {point} without output"
+        );
+    }
+}
+
 #[test]
 fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     let started = Instant::now();
@@ -108,29 +137,7 @@ fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     );
     stage_one.catch_up(Duration::from_secs(30));
     let committed = committed(&bootstrap, &config.kafka.group_id, &partitions);
-    let mut output_sources: BTreeMap<(String, i32), BTreeSet<i64>> = BTreeMap::new();
-    for output in &stage_one.outputs {
-        let source = output.source.as_ref().expect("outputs name their input");
-        output_sources
-            .entry((source.topic.clone(), source.partition))
-            .or_default()
-            .insert(source.offset);
-    }
-    for (partition, offsets) in &output_sources {
-        let point = committed.get(partition).copied().unwrap_or_else(|| {
-            panic!("{partition:?} has outputs but no committed offset after a clean stop")
-        });
-        let beyond = offsets.iter().filter(|&&o| o >= point).count();
-        let below_without_output = (0..point).filter(|o| !offsets.contains(o)).count();
-        assert_eq!(
-            beyond, 0,
-            "{partition:?}: {beyond} outputs past the commit point {point}"
-        );
-        assert_eq!(
-            below_without_output, 0,
-            "{partition:?}: {below_without_output} inputs below the commit point {point} without output"
-        );
-    }
+    assert_commits_cover_exactly(&stage_one.outputs, &committed);
     // Stage 2 (the detection group) routes internal events: every internal event below its
     // commit point is on a final topic (its id), and nothing final comes from beyond it.
     let internal_partitions: BTreeSet<(String, i32)> = stage_one
@@ -281,6 +288,130 @@ fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
          repeated 0; idle stop {idle_stop:.2?}; restart with no new input: 0 outputs; second \
          SIGTERM 30 ms into a drain: exit 130 in {second_exit:.3?}, {duplicates_after_abrupt} \
          records repeated after it; wall time {:.1?}",
+        started.elapsed()
+    );
+    drop(broker);
+}
+
+/// Inline detection (`pipeline.inline_detection`): stage 1's workers also detect and write every
+/// output straight to its final topic, and a start rebuilds detection state from those topics
+/// before consuming. A SIGTERM under load must still drain, commit exactly the finished work
+/// and exit 0 in time, and the restart must rebuild and then repeat nothing; with nothing new,
+/// a further restart writes nothing.
+#[test]
+fn with_inline_detection_sigterm_commits_exactly_the_finished_work_and_a_restart_repeats_nothing() {
+    let started = Instant::now();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let dir = test_dir();
+    let broker = Broker::start(dir.path());
+    let bootstrap = broker.bootstrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &[
+            ("pipeline", "inline_detection", toml::Value::Boolean(true)),
+            (
+                "pipeline",
+                "shutdown_timeout_secs",
+                int(SHUTDOWN_TIMEOUT_SECS),
+            ),
+            ("kafka", "session_timeout_ms", int(SESSION_TIMEOUT_MS)),
+            (
+                "kafka",
+                "instance_id",
+                toml::Value::String("citypulse-shutdown-inline".into()),
+            ),
+        ],
+    );
+    let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
+    runtime.block_on(create_topics(&bootstrap, &config));
+    let landed = runtime.block_on(produce(
+        &producer(&bootstrap),
+        mixed_inputs(&config, BACKLOG, 13, 0),
+    ));
+    let partitions: BTreeSet<(String, i32)> = landed
+        .iter()
+        .map(|(s, _)| (s.topic.clone(), s.partition))
+        .collect();
+    let topics = final_topics(&config);
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut reader = OutputReader::new(&bootstrap, &topic_refs, &config.kafka.dlq_topic);
+
+    // 1. SIGTERM under load.
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "inline-first");
+    app.wait_readyz(200, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1500));
+    app.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    let status = app.wait_exit(
+        Duration::from_secs(SHUTDOWN_TIMEOUT_SECS as u64) + SLACK + Duration::from_secs(30),
+    );
+    let drain_time = signalled.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "inline: SIGTERM under load exits 0, got {status:?} after {drain_time:?}; stderr:\n{}",
+        app.stderr_tail()
+    );
+    assert!(
+        drain_time <= Duration::from_secs(SHUTDOWN_TIMEOUT_SECS as u64) + SLACK,
+        "inline: drain took {drain_time:?}, more than shutdown_timeout_secs \
+         {SHUTDOWN_TIMEOUT_SECS} s + {SLACK:?}"
+    );
+    assert_closed_promptly(&app);
+    reader.catch_up(Duration::from_secs(30));
+    let done_first = reader.outputs.len();
+    assert!(
+        done_first > 0 && done_first < BACKLOG,
+        "inline: the stop came mid-backlog ({done_first} of {BACKLOG} done)"
+    );
+    let committed = committed(&bootstrap, &config.kafka.group_id, &partitions);
+    assert_commits_cover_exactly(&reader.outputs, &committed);
+    let committed_total: i64 = committed.values().sum();
+    drop(app);
+
+    // 2. The restart rebuilds from what the first run wrote, then finishes the backlog without
+    // repeating anything.
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "inline-second");
+    let wanted: BTreeSet<&SourceKey> = landed.iter().map(|(s, _)| s).collect();
+    reader.wait_covered(
+        &wanted,
+        &mut app,
+        Duration::from_secs(180),
+        "inline: after the restart",
+    );
+    app.stop_cleanly(Duration::from_secs(60), "inline: the second run");
+    assert_closed_promptly(&app);
+    let log = std::fs::read_to_string(&app.stderr).unwrap_or_default();
+    assert!(
+        log.contains("inline detection: state rebuilt"),
+        "inline: the restart rebuilt detection state first; stderr:\n{}",
+        app.stderr_tail()
+    );
+    reader.catch_up(Duration::from_secs(30));
+    let (_, duplicates) = check_every_input(&landed, &reader.outputs, &config.kafka.dlq_topic);
+    assert_eq!(
+        duplicates, 0,
+        "inline: a clean stop repeats nothing on restart"
+    );
+    drop(app);
+
+    // 3. With no new input, a restart outputs nothing.
+    let before = reader.outputs.len();
+    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "inline-third");
+    app.wait_readyz(200, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(5));
+    reader.catch_up(Duration::from_secs(30));
+    assert_eq!(
+        reader.outputs.len(),
+        before,
+        "inline: a restart with nothing new produced outputs"
+    );
+    app.stop_cleanly(Duration::from_secs(60), "inline: the third run");
+    eprintln!(
+        "shutdown, inline detection: SIGTERM under load after 1.5 s of a {BACKLOG}-record \
+         backlog: exit 0 in {drain_time:.2?} (limit {SHUTDOWN_TIMEOUT_SECS} s + {SLACK:?}), \
+         {done_first} outputs, committed offsets sum {committed_total}, exactly the finished \
+         work; restart rebuilt, then repeated 0; restart with no new input: 0 outputs; wall \
+         time {:.1?}",
         started.elapsed()
     );
     drop(broker);
