@@ -322,7 +322,7 @@ fn ship_models() {
 }
 
 /// Parameter search, settings from the environment (CP_TASK=emotion|polarity|relevance,
-/// CP_ALPHA, CP_ITERS, CP_MAXF, CP_CMAX, CP_BIGRAMS, CP_MINDF, CP_FOLDS):
+/// CP_ALPHA, CP_ITERS, CP_MAXF, CP_CMIN, CP_CMAX, CP_BIGRAMS, CP_MINDF, CP_FOLDS):
 /// `cargo test --release --test sentiment -- --ignored --nocapture experiment`.
 #[test]
 #[ignore = "parameter search on the shared data"]
@@ -343,6 +343,9 @@ fn experiment() {
         }
         if let Some(v) = env("CP_MAXF") {
             features.max_features = v.parse().expect("CP_MAXF");
+        }
+        if let Some(v) = env("CP_CMIN") {
+            features.char_ngram_min = v.parse().expect("CP_CMIN");
         }
         if let Some(v) = env("CP_CMAX") {
             features.char_ngram_max = v.parse().expect("CP_CMAX");

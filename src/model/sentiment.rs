@@ -444,12 +444,15 @@ impl SentimentTrainOptions {
     }
 }
 
-/// The feature settings the shipped sentiment model is trained with.
+/// The feature settings the shipped sentiment model is trained with. No word bigrams: both heads
+/// score the same without them (3-fold out-of-fold macro-F1, 2026-11-28: emotion 0.5302 against
+/// 0.5296 with them, polarity 0.7077 against 0.7081), and at inference each adjacent pair cost
+/// a hash lookup. Character unigrams stay: without them emotion fell to 0.512, polarity to 0.694.
 pub fn default_features() -> TextFeatures {
     TextFeatures {
         version: TEXT_FEATURE_VERSION,
         word_unigrams: true,
-        word_bigrams: true,
+        word_bigrams: false,
         char_ngram_min: 1,
         char_ngram_max: 2,
         max_chars: 2000,
