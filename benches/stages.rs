@@ -8,6 +8,10 @@
 //! Texts: the raw citizen messages of `../shared/data/routing/routing_sample_raw.tsv` when that
 //! file is there (long, real messages, ~1 KB), else messages from the demo generator. The point
 //! of the comparison is the ratio of each stage to segmentation, measured in one run.
+//!
+//! The `short_post` group measures the same path on the short Weibo posts of `citypulse bench`
+//! (~55 characters, `bench::short_post_records`): there the goal is a small cost per message
+//! outside segmentation, `process_whole` minus `jieba_cut_raw`.
 
 use chrono::{FixedOffset, TimeZone};
 use citypulse::assets;
@@ -214,6 +218,59 @@ fn bench_stages(c: &mut Criterion) {
         b.iter_batched(
             || records[next(records.len())].clone(),
             |record| black_box(stages.process(Channel::Hotline12345, &record, None, received)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+    bench_short_posts(c, &stages, received);
+}
+
+/// Short Weibo posts (~55 characters), the records `citypulse bench` uses: the stages whose
+/// cost per message is the short-post overhead of the performance goals, beside raw jieba on
+/// the same texts.
+fn bench_short_posts(
+    c: &mut Criterion,
+    stages: &citypulse::stages::Stages,
+    received: chrono::DateTime<FixedOffset>,
+) {
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let citypulse::bench::ShortPosts {
+        channel,
+        records,
+        texts,
+    } = citypulse::bench::short_post_records(&shared).expect("short posts");
+    let segmented: Vec<_> = texts
+        .iter()
+        .map(|t| stages.segmenter.segment(t, 0))
+        .collect();
+    let jieba = jieba_rs::Jieba::new();
+    let classifiers = stages.classifiers();
+    let mut group = c.benchmark_group("short_post");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    let mut next = |n: usize| {
+        i = (i + 1) % n;
+        i
+    };
+    group.bench_function("decode", |b| {
+        b.iter(|| black_box(channels::decode(channel, &records[next(records.len())])))
+    });
+    group.bench_function("mask", |b| {
+        b.iter(|| black_box(stages.masker.mask(&texts[next(texts.len())])))
+    });
+    group.bench_function("jieba_cut_raw", |b| {
+        b.iter(|| black_box(jieba.cut(&texts[next(texts.len())], true)))
+    });
+    group.bench_function("segment", |b| {
+        b.iter(|| black_box(stages.segmenter.segment(&texts[next(texts.len())], 5)))
+    });
+    group.bench_function("classify_all", |b| {
+        b.iter(|| black_box(classifiers.classify(&segmented[next(segmented.len())], true)))
+    });
+    group.bench_function("process_whole", |b| {
+        b.iter_batched(
+            || records[next(records.len())].clone(),
+            |record| black_box(stages.process(channel, &record, None, received)),
             BatchSize::SmallInput,
         )
     });

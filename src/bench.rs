@@ -583,6 +583,25 @@ pub(crate) fn long_workload(shared: &Path, seed: u64) -> Result<Workload, BenchE
     ))
 }
 
+/// The short-post workload of `bench`, for other benchmarks (the criterion benches).
+pub struct ShortPosts {
+    pub channel: Channel,
+    /// The records in wire format.
+    pub records: Vec<Vec<u8>>,
+    /// Each record's text as raw jieba gets it.
+    pub texts: Vec<String>,
+}
+
+/// The records `bench` measures short posts on (the same seed when the shared data is absent).
+pub fn short_post_records(shared: &Path) -> Result<ShortPosts, BenchError> {
+    let workload = short_workload(shared, BenchOptions::default().seed)?;
+    Ok(ShortPosts {
+        channel: workload.channel,
+        records: workload.records,
+        texts: workload.texts,
+    })
+}
+
 /// Short Weibo posts as Weibo statuses: weibo_senti posts of about 60 characters, or
 /// generated Weibo reports and chatter.
 pub(crate) fn short_workload(shared: &Path, seed: u64) -> Result<Workload, BenchError> {
