@@ -9,8 +9,10 @@
 //! and counts term frequencies in per-thread tables instead of collecting and sorting every hit.
 //! The classify stage itself runs all of them through one [`JointPlan`]: the union of every
 //! vocabulary behind a single per-thread token cache, whose entry for a token gives the column
-//! of each of its terms in every head. An event's tokens are then hashed once for all models,
-//! each token stream's terms are counted once for all heads that read it, and the per-model
+//! of each of its terms in every head. An event's tokens are then hashed once for all models
+//! (its content tokens not at all: they are read off the words of the same cut,
+//! [`entries_of_subsequence`]), each token stream's terms are counted once for all heads that
+//! read it, and the per-model
 //! plans serve only callers of a single model (evaluation, tests) and the joint plan's
 //! fallbacks.
 //!
@@ -540,14 +542,21 @@ impl<E: CachedToken, A> TokenTable<E, A> {
     /// document must take the models' reference paths: the total passes `limit` (the
     /// reference cuts a long document there), a token too long to cache, a full table, or
     /// two tokens with one hash.
+    ///
+    /// With `every`, it also gets each token's entry in token order ([`NO_ENTRY`] for one
+    /// without characters), for [`entries_of_subsequence`].
     fn resolve<'t>(
         &mut self,
         tokens: impl Iterator<Item = &'t str>,
         limit: usize,
         doc: &mut Vec<u32>,
+        mut every: Option<&mut Vec<u32>>,
         mut make: impl FnMut(&str, &mut String, &mut Vec<A>) -> E,
     ) -> Option<usize> {
         doc.clear();
+        if let Some(every) = every.as_deref_mut() {
+            every.clear();
+        }
         let mut total = 0usize;
         for token in tokens {
             let short = token.len() <= INLINE_KEY_BYTES;
@@ -586,6 +595,9 @@ impl<E: CachedToken, A> TokenTable<E, A> {
                 }
             };
             let chars = self.entries[at as usize].chars() as usize;
+            if let Some(every) = every.as_deref_mut() {
+                every.push(if chars > 0 { at } else { NO_ENTRY });
+            }
             if chars > 0 {
                 total += chars;
                 if total > limit {
@@ -596,6 +608,65 @@ impl<E: CachedToken, A> TokenTable<E, A> {
         }
         Some(total)
     }
+}
+
+/// In [`TokenTable::resolve`]'s `every`: a token without characters, which no document lists.
+const NO_ENTRY: u32 = u32::MAX;
+
+#[cfg(test)]
+thread_local! {
+    /// Documents whose content tokens [`entries_of_subsequence`] resolved, on this thread.
+    static SUBSEQUENCES_RESOLVED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// What [`entries_of_subsequence`] found.
+enum ReadOff {
+    /// The entries are in `doc`; the document's characters in all.
+    Resolved(usize),
+    /// The characters pass the limit: the reference paths take the document, as
+    /// [`TokenTable::resolve`] would have said.
+    OverLimit,
+    /// Some token is not one of the resolved tokens: resolve them by their text instead.
+    NotAmongTheTokens,
+}
+
+/// Fills `doc` with the entries of `subset`'s tokens without hashing them, when each is one
+/// of the already resolved `tokens` — the same slice of the same text (pointer and length), in
+/// the same order — whose entries `every` holds ([`TokenTable::resolve`]). The classify stage's
+/// content tokens are such a subsequence of the words the sentiment heads read: one cut, with
+/// the stop words dropped. Callers with tokens of their own (evaluation, tests) get
+/// [`ReadOff::NotAmongTheTokens`] and resolve by text; the entries are the same either way.
+fn entries_of_subsequence<'t, E: CachedToken, T: AsRef<str>>(
+    subset: impl Iterator<Item = &'t str>,
+    tokens: &[T],
+    every: &[u32],
+    entries: &[E],
+    limit: usize,
+    doc: &mut Vec<u32>,
+) -> ReadOff {
+    doc.clear();
+    let mut total = 0usize;
+    let mut next = 0usize;
+    for token in subset {
+        let same = |t: &T| {
+            let t = t.as_ref();
+            t.as_ptr() == token.as_ptr() && t.len() == token.len()
+        };
+        let Some(offset) = tokens[next..].iter().position(same) else {
+            return ReadOff::NotAmongTheTokens;
+        };
+        let at = every[next + offset];
+        next += offset + 1;
+        if at == NO_ENTRY {
+            continue;
+        }
+        total += entries[at as usize].chars() as usize;
+        if total > limit {
+            return ReadOff::OverLimit;
+        }
+        doc.push(at);
+    }
+    ReadOff::Resolved(total)
 }
 
 /// Per thread and plan: tokens seen → [`Entry`], and the buffers of one document.
@@ -723,6 +794,7 @@ impl TermPlan {
                 tokens,
                 self.settings.max_chars,
                 &mut cache.doc,
+                None,
                 |token, text, arena| self.entry(token, text, arena),
             )
             .map(|_| ())
@@ -1124,20 +1196,49 @@ impl JointPlan {
             .map(|h| self.settings[h].max_chars)
             .max()?;
         let mut docs = std::mem::take(&mut cache.docs);
+        let mut every = std::mem::take(&mut cache.every);
         let mut totals = [0usize; STREAMS];
         let mut ok = true;
-        if wanted[CATEGORY] || wanted[RELEVANCE] {
-            match self.resolve(cache, content, limit, &mut docs[0]) {
-                Some(total) => totals[0] = total,
-                None => ok = false,
-            }
-        }
-        if ok && (wanted[EMOTION] || wanted[POLARITY]) {
-            match self.resolve(cache, sentiment, limit, &mut docs[1]) {
+        let content_wanted = wanted[CATEGORY] || wanted[RELEVANCE];
+        let sentiment_wanted = wanted[EMOTION] || wanted[POLARITY];
+        // The words first: the content tokens are usually a subsequence of them, whose entries
+        // are then read off without hashing a token twice.
+        if sentiment_wanted {
+            let every = content_wanted.then_some(&mut every);
+            match self.resolve(cache, sentiment, limit, &mut docs[1], every) {
                 Some(total) => totals[1] = total,
                 None => ok = false,
             }
         }
+        if ok && content_wanted {
+            let derived = if sentiment_wanted {
+                entries_of_subsequence(
+                    content.iter().map(AsRef::as_ref),
+                    sentiment,
+                    &every,
+                    &cache.table.entries,
+                    limit,
+                    &mut docs[0],
+                )
+            } else {
+                ReadOff::NotAmongTheTokens
+            };
+            match derived {
+                ReadOff::Resolved(total) => {
+                    #[cfg(test)]
+                    SUBSEQUENCES_RESOLVED.with(|n| n.set(n.get() + 1));
+                    totals[0] = total
+                }
+                ReadOff::OverLimit => ok = false,
+                ReadOff::NotAmongTheTokens => {
+                    match self.resolve(cache, content, limit, &mut docs[0], None) {
+                        Some(total) => totals[0] = total,
+                        None => ok = false,
+                    }
+                }
+            }
+        }
+        cache.every = every;
         if !ok {
             cache.docs = docs;
             return None;
@@ -1251,11 +1352,13 @@ impl JointPlan {
         tokens: &[T],
         limit: usize,
         doc: &mut Vec<u32>,
+        every: Option<&mut Vec<u32>>,
     ) -> Option<usize> {
         cache.table.resolve(
             tokens.iter().map(AsRef::as_ref),
             limit,
             doc,
+            every,
             |token, text, arena| self.entry(token, text, arena),
         )
     }
@@ -1429,6 +1532,8 @@ struct JointCache {
     table: TokenTable<JointEntry, Term>,
     /// Entries of each stream's tokens, in order.
     docs: [Vec<u32>; STREAMS],
+    /// The sentiment stream's entry of every token ([`TokenTable::resolve`]'s `every`).
+    every: Vec<u32>,
     hits: Vec<Term>,
     /// Per stream, its distinct terms' columns and counts, in order of first occurrence.
     distinct: [Vec<(Columns, f32)>; STREAMS],
@@ -1445,6 +1550,7 @@ impl JointCache {
             plan,
             table: TokenTable::new(),
             docs: Default::default(),
+            every: Vec::new(),
             hits: Vec::new(),
             distinct: Default::default(),
             term_counts: Vec::new(),
@@ -1712,6 +1818,7 @@ mod tests {
         .collect();
         texts.extend(shared_texts(3000));
         let mut joint_taken = 0;
+        let derived_before = SUBSEQUENCES_RESOLVED.with(|n| n.get());
         for (i, text) in texts.iter().enumerate() {
             let stripped = crate::text::emoticons::strip_emoticons(text);
             let segmented = segmenter.segment(&stripped, 0);
@@ -1764,6 +1871,90 @@ mod tests {
             "joint path taken {joint_taken}/{}",
             texts.len()
         );
+        // `classify` hands over one cut's two token lists, so the content entries were read
+        // off the words' (each event once there, once more through `joint_scores` above).
+        let derived = SUBSEQUENCES_RESOLVED.with(|n| n.get()) - derived_before;
+        assert!(
+            derived as usize >= joint_taken,
+            "content tokens read off the words for {derived} of {joint_taken} events"
+        );
+    }
+
+    /// Tokens of a cut are found among the words by position in the text, not by equal text;
+    /// a copy of the same text is no member, and the limit counts as in `TokenTable::resolve`.
+    #[test]
+    fn content_entries_are_read_off_the_words_of_the_same_cut() {
+        let text = String::from("路灯坏了的路灯");
+        let words: Vec<&str> = vec![
+            &text[0..6],
+            &text[6..9],
+            &text[9..12],
+            &text[12..15],
+            &text[15..21],
+        ];
+        assert_eq!(words, ["路灯", "坏", "了", "的", "路灯"]);
+        let entries: Vec<JointEntryStub> =
+            vec![JointEntryStub(2), JointEntryStub(1), JointEntryStub(2)];
+        // 路灯 → entry 0, 坏 → 1, 了 and 的 have no characters worth a term here, 路灯 → 2.
+        let every = vec![0, 1, NO_ENTRY, NO_ENTRY, 2];
+        let mut doc = Vec::new();
+        let content = [words[0], words[1], words[4]];
+        assert!(matches!(
+            entries_of_subsequence(content.into_iter(), &words, &every, &entries, 100, &mut doc),
+            ReadOff::Resolved(5)
+        ));
+        assert_eq!(doc, [0, 1, 2]);
+        // The last 路灯 by position, although the first has the same text.
+        let content = [words[4]];
+        entries_of_subsequence(content.into_iter(), &words, &every, &entries, 100, &mut doc);
+        assert_eq!(doc, [2]);
+        assert!(matches!(
+            entries_of_subsequence(
+                [words[0], words[1]].into_iter(),
+                &words,
+                &every,
+                &entries,
+                2,
+                &mut doc
+            ),
+            ReadOff::OverLimit
+        ));
+        let copy = String::from("路灯");
+        assert!(matches!(
+            entries_of_subsequence(
+                [copy.as_str()].into_iter(),
+                &words,
+                &every,
+                &entries,
+                100,
+                &mut doc
+            ),
+            ReadOff::NotAmongTheTokens
+        ));
+        // Out of order is no subsequence either.
+        assert!(matches!(
+            entries_of_subsequence(
+                [words[1], words[0]].into_iter(),
+                &words,
+                &every,
+                &entries,
+                100,
+                &mut doc
+            ),
+            ReadOff::NotAmongTheTokens
+        ));
+    }
+
+    /// An entry that only knows its character count.
+    struct JointEntryStub(u32);
+
+    impl CachedToken for JointEntryStub {
+        fn key(&self) -> &[u8] {
+            &[]
+        }
+        fn chars(&self) -> u32 {
+            self.0
+        }
     }
 
     /// The sentiment and relevance models do take the plan on ordinary posts (their own tests
