@@ -57,12 +57,12 @@ pub(crate) struct FusedHeads {
     plan: Option<TermPlan>,
 }
 
-/// Per-thread scratch: term counts per head column (all zero between calls), a bit per column
-/// that has a count, and the hits of one head.
+/// Per-thread scratch: term counts per head column (all zero between calls), each head's
+/// columns in the order of their first count, and the hits of one head.
 #[derive(Default)]
 struct Scratch {
     counts: Vec<Vec<f32>>,
-    bits: Vec<Vec<u64>>,
+    firsts: Vec<Vec<u32>>,
     hits: Vec<(u32, f32)>,
 }
 
@@ -153,8 +153,9 @@ impl FusedHeads {
             .is_some()
     }
 
-    /// Class probabilities of every head from the slot of every term occurrence (any order:
-    /// each head sums its columns in ascending order).
+    /// Class probabilities of every head from the slot of every term occurrence, in the
+    /// reference walk order (each head sums its columns in the order of their first
+    /// occurrence, as `Head::tfidf` does).
     fn probabilities_of_slots(
         &self,
         f: &TextFeatures,
@@ -163,43 +164,43 @@ impl FusedHeads {
         let n = self.tables.len();
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.counts.resize_with(n, Vec::new);
-            scratch.bits.resize_with(n, Vec::new);
+            scratch.firsts.resize_with(n, Vec::new);
             for (h, table) in self.tables.iter().enumerate() {
                 let columns = table.columns;
                 if scratch.counts[h].len() < columns {
                     scratch.counts[h].resize(columns, 0.0);
                 }
-                let words = columns.div_ceil(64);
-                if scratch.bits[h].len() < words {
-                    scratch.bits[h].resize(words, 0);
-                }
+                scratch.firsts[h].clear();
             }
             for slot in hits {
                 let columns = &self.slots[slot as usize * n..(slot as usize + 1) * n];
                 for (h, &column) in columns.iter().enumerate() {
                     if column != ABSENT {
-                        let c = column as usize;
-                        scratch.counts[h][c] += 1.0;
-                        scratch.bits[h][c / 64] |= 1 << (c % 64);
+                        let count = &mut scratch.counts[h][column as usize];
+                        if *count == 0.0 {
+                            scratch.firsts[h].push(column);
+                        }
+                        *count += 1.0;
                     }
                 }
             }
-            let Scratch { counts, bits, hits } = scratch;
+            let Scratch {
+                counts,
+                firsts,
+                hits,
+            } = scratch;
             self.tables
                 .iter()
                 .enumerate()
                 .map(|(h, table)| {
-                    // Columns ascending, each once with its count: the order in which
-                    // `Head::tfidf` sums, so the floating-point results are the same.
+                    // Each column once with its count, in the order in which `Head::tfidf`
+                    // sums, so the floating-point results are the same.
                     hits.clear();
-                    for (w, word) in bits[h].iter_mut().enumerate() {
-                        while *word != 0 {
-                            let bit = word.trailing_zeros() as usize;
-                            *word &= *word - 1;
-                            let c = w * 64 + bit;
-                            hits.push((c as u32, std::mem::take(&mut counts[h][c])));
-                        }
-                    }
+                    hits.extend(
+                        firsts[h]
+                            .iter()
+                            .map(|&c| (c, std::mem::take(&mut counts[h][c as usize]))),
+                    );
                     table.probabilities(f, hits)
                 })
                 .collect()
@@ -227,7 +228,8 @@ impl Table {
         })
     }
 
-    /// `Head::tfidf` then `Head::probabilities` on `(column, count)` hits, columns ascending.
+    /// `Head::tfidf` then `Head::probabilities` on `(column, count)` hits, in the order of
+    /// their first occurrence.
     fn probabilities(&self, f: &TextFeatures, hits: &mut [(u32, f32)]) -> Vec<f32> {
         let mut z = self.margins(f.sublinear_tf, hits);
         softmax(&mut z);
@@ -1305,11 +1307,7 @@ impl JointPlan {
                     .filter(|(columns, _)| columns[h] != ABSENT)
                     .map(|&(columns, count)| (columns[h], count)),
             );
-            // The category model sums in the order of first occurrence, the linear heads in
-            // ascending column order.
-            if h != CATEGORY {
-                sort_by_column(counted, &mut cache.scratch, table.columns);
-            }
+            // Every head sums in the order of first occurrence, as its reference does.
             Some(table.margins(self.sublinear_tf[h], counted))
         };
         let category = head(CATEGORY, cache);
@@ -1477,34 +1475,6 @@ fn count_terms(
     }
 }
 
-/// Sorts `(column, count)` pairs of distinct columns by column: a two-pass radix sort on
-/// 8-bit digits (a few hundred pairs on long messages, where a comparison sort cost more
-/// than the rest of the head), or a comparison sort for few pairs or columns past 2^16.
-fn sort_by_column(pairs: &mut Vec<(u32, f32)>, scratch: &mut Vec<(u32, f32)>, columns: usize) {
-    if pairs.len() < 64 || columns > 1 << 16 {
-        pairs.sort_unstable_by_key(|&(c, _)| c);
-        return;
-    }
-    scratch.clear();
-    scratch.resize(pairs.len(), (0, 0.0));
-    for shift in [0u32, 8] {
-        let digit = |c: u32| ((c >> shift) & 0xff) as usize;
-        let mut starts = [0usize; 257];
-        for &(c, _) in pairs.iter() {
-            starts[digit(c) + 1] += 1;
-        }
-        for d in 0..256 {
-            starts[d + 1] += starts[d];
-        }
-        for &pair in pairs.iter() {
-            let at = &mut starts[digit(pair.0)];
-            scratch[*at] = pair;
-            *at += 1;
-        }
-        std::mem::swap(pairs, scratch);
-    }
-}
-
 /// One token as the joint plan sees it: [`Entry`] with the columns of every head.
 #[derive(Debug, Clone, Copy)]
 struct JointEntry {
@@ -1541,7 +1511,6 @@ struct JointCache {
     term_counts: Vec<u32>,
     ids: Vec<u32>,
     counted: Vec<(u32, f32)>,
-    scratch: Vec<(u32, f32)>,
 }
 
 impl JointCache {
@@ -1556,7 +1525,6 @@ impl JointCache {
             term_counts: Vec::new(),
             ids: Vec::new(),
             counted: Vec::new(),
-            scratch: Vec::new(),
         }
     }
 }

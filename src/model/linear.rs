@@ -651,18 +651,20 @@ fn fit(
 }
 
 impl Head {
-    /// L2-normalised TF-IDF values of the known terms, by column.
+    /// L2-normalised TF-IDF values of the known terms, each column once, in the order of the
+    /// first occurrence of its term among `keys`. The inference paths (`model::inference`)
+    /// count terms in that order too and sum in it, so their results are the same bits; it
+    /// spares them sorting the columns of every event.
     fn tfidf(&self, f: &TextFeatures, keys: &[u64]) -> Vec<(u32, f32)> {
-        let mut columns: Vec<u32> = keys
-            .iter()
-            .filter_map(|k| self.index.get(k).copied())
-            .collect();
-        columns.sort_unstable();
         let mut out: Vec<(u32, f32)> = Vec::new();
-        for c in columns {
-            match out.last_mut() {
-                Some((last, count)) if *last == c => *count += 1.0,
-                _ => out.push((c, 1.0)),
+        let mut position: FxHashMap<u32, usize> = FxHashMap::default();
+        for c in keys.iter().filter_map(|k| self.index.get(k).copied()) {
+            match position.entry(c) {
+                std::collections::hash_map::Entry::Occupied(at) => out[*at.get()].1 += 1.0,
+                std::collections::hash_map::Entry::Vacant(at) => {
+                    at.insert(out.len());
+                    out.push((c, 1.0));
+                }
             }
         }
         for (c, v) in &mut out {
