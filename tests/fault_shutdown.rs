@@ -70,6 +70,82 @@ fn assert_commits_cover_exactly(outputs: &[Output], committed: &BTreeMap<(String
     }
 }
 
+/// The pipeline file of these tests: drains bounded by [`SHUTDOWN_TIMEOUT_SECS`], sessions of
+/// [`SESSION_TIMEOUT_MS`], and a static member (`instance_id`), so that the run after an abrupt
+/// exit takes its partitions back at once.
+fn shutdown_pipeline(dir: &std::path::Path, instance_id: &str, inline: bool) -> std::path::PathBuf {
+    write_pipeline(
+        dir,
+        &[
+            ("pipeline", "inline_detection", toml::Value::Boolean(inline)),
+            (
+                "pipeline",
+                "shutdown_timeout_secs",
+                int(SHUTDOWN_TIMEOUT_SECS),
+            ),
+            ("kafka", "session_timeout_ms", int(SESSION_TIMEOUT_MS)),
+            (
+                "kafka",
+                "instance_id",
+                toml::Value::String(instance_id.into()),
+            ),
+        ],
+    )
+}
+
+/// Starts a run, sends it SIGTERM 1.5 s after it is ready (well inside the backlog) and checks
+/// that it exits 0 within `shutdown_timeout_secs` + [`SLACK`], having closed its consumers
+/// promptly. Returns how long the stop took.
+fn sigterm_under_load(
+    dir: &std::path::Path,
+    pipeline: &std::path::Path,
+    bootstrap: &str,
+    tag: &str,
+) -> Duration {
+    let mut app = App::start(dir, pipeline, bootstrap, tag);
+    app.wait_readyz(200, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1500));
+    app.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    let status = app.wait_exit(
+        Duration::from_secs(SHUTDOWN_TIMEOUT_SECS as u64) + SLACK + Duration::from_secs(30),
+    );
+    let drain_time = signalled.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{tag}: SIGTERM under load exits 0, got {status:?} after {drain_time:?}; stderr:\n{}",
+        app.stderr_tail()
+    );
+    assert!(
+        drain_time <= Duration::from_secs(SHUTDOWN_TIMEOUT_SECS as u64) + SLACK,
+        "{tag}: drain took {drain_time:?}, more than shutdown_timeout_secs \
+         {SHUTDOWN_TIMEOUT_SECS} s + {SLACK:?}"
+    );
+    assert_closed_promptly(&app);
+    drain_time
+}
+
+/// With no new input, a restart writes nothing within 5 s of being ready, and stops cleanly.
+fn restart_writes_nothing(
+    dir: &std::path::Path,
+    pipeline: &std::path::Path,
+    bootstrap: &str,
+    tag: &str,
+    reader: &mut OutputReader,
+) {
+    let before = reader.outputs.len();
+    let mut app = App::start(dir, pipeline, bootstrap, tag);
+    app.wait_readyz(200, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(5));
+    reader.catch_up(Duration::from_secs(30));
+    assert_eq!(
+        reader.outputs.len(),
+        before,
+        "{tag}: a restart with nothing new produced outputs"
+    );
+    app.stop_cleanly(Duration::from_secs(60), tag);
+}
+
 #[test]
 fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     let started = Instant::now();
@@ -77,23 +153,7 @@ fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     let dir = test_dir();
     let broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
-    let pipeline = write_pipeline(
-        dir.path(),
-        &[
-            (
-                "pipeline",
-                "shutdown_timeout_secs",
-                int(SHUTDOWN_TIMEOUT_SECS),
-            ),
-            ("kafka", "session_timeout_ms", int(SESSION_TIMEOUT_MS)),
-            // A static member: the run after the abrupt exit takes its partitions back at once.
-            (
-                "kafka",
-                "instance_id",
-                toml::Value::String("citypulse-shutdown".into()),
-            ),
-        ],
-    );
+    let pipeline = shutdown_pipeline(dir.path(), "citypulse-shutdown", false);
     let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
     runtime.block_on(create_topics(&bootstrap, &config));
     let producer = producer(&bootstrap);
@@ -107,24 +167,7 @@ fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     let mut reader = OutputReader::new(&bootstrap, &topic_refs, &config.kafka.dlq_topic);
 
     // 1. SIGTERM under load.
-    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "first");
-    app.wait_readyz(200, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(1500));
-    app.signal(libc::SIGTERM);
-    let signalled = Instant::now();
-    let status = app.wait_exit(
-        Duration::from_secs(SHUTDOWN_TIMEOUT_SECS as u64) + SLACK + Duration::from_secs(30),
-    );
-    let drain_time = signalled.elapsed();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "SIGTERM under load exits 0, got {status:?} after {drain_time:?}; stderr:\n{}",
-        app.stderr_tail()
-    );
-    assert!(
-        drain_time <= Duration::from_secs(SHUTDOWN_TIMEOUT_SECS as u64) + SLACK,
-        "drain took {drain_time:?}, more than shutdown_timeout_secs {SHUTDOWN_TIMEOUT_SECS} s + {SLACK:?}"
-    );
+    let drain_time = sigterm_under_load(dir.path(), &pipeline, &bootstrap, "first");
     reader.catch_up(Duration::from_secs(30));
     let done_first = reader.outputs.len();
     // Committed exactly what was finished, in both stages. Stage 1 (the input group) outputs to
@@ -181,8 +224,6 @@ fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
         committed.values().sum::<i64>()
     );
     let committed_total: i64 = committed.values().sum();
-    assert_closed_promptly(&app);
-    drop(app);
 
     // 2. A restart finishes the backlog without repeating anything.
     let mut app = App::start(dir.path(), &pipeline, &bootstrap, "second");
@@ -208,21 +249,7 @@ fn sigterm_drains_commits_and_exits_in_time_and_a_second_one_exits_at_once() {
     drop(app);
 
     // 3. With no new input, a restart outputs nothing.
-    let before = reader.outputs.len();
-    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "third");
-    app.wait_readyz(200, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(5));
-    reader.catch_up(Duration::from_secs(30));
-    assert_eq!(
-        reader.outputs.len(),
-        before,
-        "a restart with nothing new produced outputs"
-    );
-    app.signal(libc::SIGTERM);
-    assert!(app
-        .wait_exit(Duration::from_secs(60))
-        .is_some_and(|s| s.success()));
-    drop(app);
+    restart_writes_nothing(dir.path(), &pipeline, &bootstrap, "third", &mut reader);
 
     // 4. A second SIGTERM during the drain exits at once.
     landed.extend(runtime.block_on(produce(
@@ -305,23 +332,7 @@ fn with_inline_detection_sigterm_commits_exactly_the_finished_work_and_a_restart
     let dir = test_dir();
     let broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
-    let pipeline = write_pipeline(
-        dir.path(),
-        &[
-            ("pipeline", "inline_detection", toml::Value::Boolean(true)),
-            (
-                "pipeline",
-                "shutdown_timeout_secs",
-                int(SHUTDOWN_TIMEOUT_SECS),
-            ),
-            ("kafka", "session_timeout_ms", int(SESSION_TIMEOUT_MS)),
-            (
-                "kafka",
-                "instance_id",
-                toml::Value::String("citypulse-shutdown-inline".into()),
-            ),
-        ],
-    );
+    let pipeline = shutdown_pipeline(dir.path(), "citypulse-shutdown-inline", true);
     let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
     runtime.block_on(create_topics(&bootstrap, &config));
     let landed = runtime.block_on(produce(
@@ -337,26 +348,7 @@ fn with_inline_detection_sigterm_commits_exactly_the_finished_work_and_a_restart
     let mut reader = OutputReader::new(&bootstrap, &topic_refs, &config.kafka.dlq_topic);
 
     // 1. SIGTERM under load.
-    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "inline-first");
-    app.wait_readyz(200, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(1500));
-    app.signal(libc::SIGTERM);
-    let signalled = Instant::now();
-    let status = app.wait_exit(
-        Duration::from_secs(SHUTDOWN_TIMEOUT_SECS as u64) + SLACK + Duration::from_secs(30),
-    );
-    let drain_time = signalled.elapsed();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "inline: SIGTERM under load exits 0, got {status:?} after {drain_time:?}; stderr:\n{}",
-        app.stderr_tail()
-    );
-    assert!(
-        drain_time <= Duration::from_secs(SHUTDOWN_TIMEOUT_SECS as u64) + SLACK,
-        "inline: drain took {drain_time:?}, more than shutdown_timeout_secs \
-         {SHUTDOWN_TIMEOUT_SECS} s + {SLACK:?}"
-    );
-    assert_closed_promptly(&app);
+    let drain_time = sigterm_under_load(dir.path(), &pipeline, &bootstrap, "inline-first");
     reader.catch_up(Duration::from_secs(30));
     let done_first = reader.outputs.len();
     assert!(
@@ -366,7 +358,6 @@ fn with_inline_detection_sigterm_commits_exactly_the_finished_work_and_a_restart
     let committed = committed(&bootstrap, &config.kafka.group_id, &partitions);
     assert_commits_cover_exactly(&reader.outputs, &committed);
     let committed_total: i64 = committed.values().sum();
-    drop(app);
 
     // 2. The restart rebuilds from what the first run wrote, then finishes the backlog without
     // repeating anything.
@@ -395,17 +386,13 @@ fn with_inline_detection_sigterm_commits_exactly_the_finished_work_and_a_restart
     drop(app);
 
     // 3. With no new input, a restart outputs nothing.
-    let before = reader.outputs.len();
-    let mut app = App::start(dir.path(), &pipeline, &bootstrap, "inline-third");
-    app.wait_readyz(200, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(5));
-    reader.catch_up(Duration::from_secs(30));
-    assert_eq!(
-        reader.outputs.len(),
-        before,
-        "inline: a restart with nothing new produced outputs"
+    restart_writes_nothing(
+        dir.path(),
+        &pipeline,
+        &bootstrap,
+        "inline-third",
+        &mut reader,
     );
-    app.stop_cleanly(Duration::from_secs(60), "inline: the third run");
     eprintln!(
         "shutdown, inline detection: SIGTERM under load after 1.5 s of a {BACKLOG}-record \
          backlog: exit 0 in {drain_time:.2?} (limit {SHUTDOWN_TIMEOUT_SECS} s + {SLACK:?}), \
