@@ -110,7 +110,7 @@ fn sigterm_while_starting_against_a_frozen_broker_exits_at_once() {
                     "shutdown_timeout_secs",
                     int(SHUTDOWN_TIMEOUT_SECS),
                 ),
-                ("pipeline", "inline_detection", toml::Value::Boolean(inline)),
+                inline_detection(inline),
             ],
         );
         let config = PipelineConfig::load(&pipeline).expect("pipeline loads");

@@ -70,10 +70,7 @@ fn a_restart_rebuilds_from_the_output_topics_and_the_incident_goes_on() {
     let dir = test_dir();
     let broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
-    let pipeline = write_pipeline(
-        dir.path(),
-        &[("pipeline", "inline_detection", toml::Value::Boolean(true))],
-    );
+    let pipeline = write_pipeline(dir.path(), &[inline_detection(true)]);
     let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
     runtime.block_on(create_topics(&bootstrap, &config));
     let reports = common::water_main_reports(&config);
@@ -159,7 +156,7 @@ fn sigkill_under_load_loses_nothing_and_every_run_rebuilds_first() {
     let pipeline = write_pipeline(
         dir.path(),
         &[
-            ("pipeline", "inline_detection", toml::Value::Boolean(true)),
+            inline_detection(true),
             ("pipeline", "max_in_flight", int(2000)),
             ("pipeline", "commit_interval_ms", int(200)),
             // As in fault_crash.rs: one static member, whose session outlasts a restart and

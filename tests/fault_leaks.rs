@@ -178,10 +178,7 @@ const NO_WARMUP: (&str, &str, i64) = ("detect", "warmup_events", 0);
 
 #[test]
 fn with_inline_detection_seeded_numbers_appear_in_no_output_log_or_http_answer() {
-    leaks(
-        "leaks-inline",
-        &[("pipeline", "inline_detection", toml::Value::Boolean(true))],
-    );
+    leaks("leaks-inline", &[inline_detection(true)]);
 }
 
 /// The whole scenario for one pipeline file (`overrides` of `pipelines/city.toml`); `flow`

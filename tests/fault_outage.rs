@@ -31,10 +31,7 @@ fn broker_outage_turns_readiness_off_holds_memory_and_loses_nothing() {
 
 #[test]
 fn broker_outage_with_inline_detection_turns_readiness_off_holds_memory_and_loses_nothing() {
-    outage(
-        "outage-inline",
-        &[("pipeline", "inline_detection", toml::Value::Boolean(true))],
-    );
+    outage("outage-inline", &[inline_detection(true)]);
 }
 
 /// The whole scenario for one pipeline file (`overrides` of `pipelines/city.toml`); `flow`

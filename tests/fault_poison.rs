@@ -137,10 +137,7 @@ fn poison(flow: &str, inline: bool) {
     let dir = test_dir();
     let broker = Broker::start(dir.path());
     let bootstrap = broker.bootstrap();
-    let pipeline = write_pipeline(
-        dir.path(),
-        &[("pipeline", "inline_detection", toml::Value::Boolean(inline))],
-    );
+    let pipeline = write_pipeline(dir.path(), &[inline_detection(inline)]);
     let config = PipelineConfig::load(&pipeline).expect("pipeline loads");
     runtime.block_on(create_topics(&bootstrap, &config));
     let mut app = App::start(dir.path(), &pipeline, &bootstrap, flow);

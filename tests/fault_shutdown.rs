@@ -77,7 +77,7 @@ fn shutdown_pipeline(dir: &std::path::Path, instance_id: &str, inline: bool) -> 
     write_pipeline(
         dir,
         &[
-            ("pipeline", "inline_detection", toml::Value::Boolean(inline)),
+            inline_detection(inline),
             (
                 "pipeline",
                 "shutdown_timeout_secs",

@@ -1866,49 +1866,34 @@ mod tests {
         // 路灯 → entry 0, 坏 → 1, 了 and 的 have no characters worth a term here, 路灯 → 2.
         let every = vec![0, 1, NO_ENTRY, NO_ENTRY, 2];
         let mut doc = Vec::new();
-        let content = [words[0], words[1], words[4]];
-        assert!(matches!(
-            entries_of_subsequence(content.into_iter(), &words, &every, &entries, 100, &mut doc),
-            ReadOff::Resolved(5)
-        ));
-        assert_eq!(doc, [0, 1, 2]);
-        // The last 路灯 by position, although the first has the same text.
-        let content = [words[4]];
-        entries_of_subsequence(content.into_iter(), &words, &every, &entries, 100, &mut doc);
-        assert_eq!(doc, [2]);
-        assert!(matches!(
-            entries_of_subsequence(
-                [words[0], words[1]].into_iter(),
+        let mut read_off = |content: &[&str], limit: usize| {
+            let found = entries_of_subsequence(
+                content.iter().copied(),
                 &words,
                 &every,
                 &entries,
-                2,
-                &mut doc
-            ),
+                limit,
+                &mut doc,
+            );
+            (found, doc.clone())
+        };
+        let (found, doc_of) = read_off(&[words[0], words[1], words[4]], 100);
+        assert!(matches!(found, ReadOff::Resolved(5)));
+        assert_eq!(doc_of, [0, 1, 2]);
+        // The last 路灯 by position, although the first has the same text.
+        assert_eq!(read_off(&[words[4]], 100).1, [2]);
+        assert!(matches!(
+            read_off(&[words[0], words[1]], 2).0,
             ReadOff::OverLimit
         ));
         let copy = String::from("路灯");
         assert!(matches!(
-            entries_of_subsequence(
-                [copy.as_str()].into_iter(),
-                &words,
-                &every,
-                &entries,
-                100,
-                &mut doc
-            ),
+            read_off(&[copy.as_str()], 100).0,
             ReadOff::NotAmongTheTokens
         ));
         // Out of order is no subsequence either.
         assert!(matches!(
-            entries_of_subsequence(
-                [words[1], words[0]].into_iter(),
-                &words,
-                &every,
-                &entries,
-                100,
-                &mut doc
-            ),
+            read_off(&[words[1], words[0]], 100).0,
             ReadOff::NotAmongTheTokens
         ));
     }

@@ -799,6 +799,12 @@ pub fn int(value: i64) -> toml::Value {
     toml::Value::Integer(value)
 }
 
+/// The [`write_pipeline`] override that turns inline detection (`pipeline.inline_detection`)
+/// on or off.
+pub fn inline_detection(on: bool) -> (&'static str, &'static str, toml::Value) {
+    ("pipeline", "inline_detection", toml::Value::Boolean(on))
+}
+
 /// Uncommitted work at a kill: inputs at or past the group's commit point that already have an
 /// output. Exactly these are processed again by the next run.
 pub fn uncommitted_window(outputs: &[Output], committed: &BTreeMap<(String, i32), i64>) -> usize {
